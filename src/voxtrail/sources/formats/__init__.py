@@ -56,12 +56,27 @@ class Chunk:
 
     def lines(self) -> pl.Series:
         """The lines as text (invalid UTF-8 replaced by U+FFFD), without ``\\n`` or ``\\r\\n``."""
+        return self.lines_and_offsets()[0]
+
+    def lines_and_offsets(self) -> tuple[pl.Series, pl.Series]:
+        """:meth:`lines` and :meth:`line_offsets` (as an Int64 Series) in one pass, for hot paths."""
         if not self.data:
-            return pl.Series("line", [], dtype=pl.Utf8)
-        text = self.data.decode("utf-8", "replace")
-        if self._ends_with_newline():
-            text = text[:-1]
-        return pl.Series("line", [text]).str.split("\n").explode().str.strip_suffix("\r")
+            return pl.Series("line", [], dtype=pl.Utf8), pl.Series("source_offset", [], dtype=pl.Int64)
+        raw = self.data[:-1] if self._ends_with_newline() else self.data
+        # Handing polars bytes (not a Python str, which it would re-encode) and splitting a few
+        # pieces at once is ~3x faster than splitting one big str: this is the hot path.
+        pieces = _pieces(raw, 8)
+        try:
+            text = pl.Series("line", pieces, dtype=pl.Binary).cast(pl.Utf8)
+        except pl.exceptions.ComputeError:  # invalid UTF-8: rare, take the slow lossy path
+            pieces = [p.decode("utf-8", "replace").encode() for p in pieces]
+            text = pl.Series("line", pieces, dtype=pl.Binary).cast(pl.Utf8)
+            lines = text.str.split("\n").explode().str.strip_suffix("\r").rename("line")
+            return lines, pl.Series("source_offset", self.line_offsets())  # replacement changed sizes
+        raw_lines = text.str.split("\n").explode()
+        sizes = raw_lines.str.len_bytes().cast(pl.Int64) + 1
+        offsets = (sizes.cum_sum() - sizes + self.start).rename("source_offset")
+        return raw_lines.str.strip_suffix("\r").rename("line"), offsets
 
     def line_bytes(self, offset: int) -> bytes:
         """The first bytes of the line starting at absolute ``offset`` (for a reject's excerpt)."""
@@ -72,6 +87,21 @@ class Chunk:
 
     def _ends_with_newline(self) -> bool:
         return self.data.endswith(b"\n")
+
+
+def _pieces(raw: bytes, n: int) -> list[bytes]:
+    """``raw`` cut into about ``n`` pieces at newlines (the newline itself dropped)."""
+    if len(raw) < 1 << 20:
+        return [raw]
+    out, start = [], 0
+    for i in range(1, n):
+        cut = raw.find(b"\n", max(start, len(raw) * i // n))
+        if cut < 0:
+            break
+        out.append(raw[start:cut])
+        start = cut + 1
+    out.append(raw[start:])
+    return out
 
 
 @dataclass

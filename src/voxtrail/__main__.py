@@ -1,0 +1,3 @@
+from voxtrail.cli import main
+
+main()

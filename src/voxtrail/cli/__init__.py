@@ -1,0 +1,49 @@
+"""The ``voxtrail`` command.
+
+Errors a user can cause (a bad flag, a missing file, an unreachable database) end in one line
+on stderr and a non-zero exit status, never a traceback: :func:`main` is the only place that
+turns exceptions into exit codes.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from voxtrail import __version__
+from voxtrail.cli import import_cmd
+from voxtrail.cli.output import fail
+
+# Exit statuses, documented in the README.
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, "--version", prog_name="voxtrail")
+def app() -> None:
+    """Observability and audit trail for self-hosted text-to-speech services.
+
+    Imports TTS logs (IndexTTS2 console output, seed-style text and JSON logs, audit records)
+    into one documented table, tts_events, in SQLite, PostgreSQL or MySQL/MariaDB.
+    """
+
+
+import_cmd.register(app)
+
+
+def main(argv: list[str] | None = None) -> None:
+    try:
+        code = app.main(args=argv, prog_name="voxtrail", standalone_mode=False)
+    except click.exceptions.NoArgsIsHelpError as exc:
+        click.echo(exc.ctx.get_help(), err=True)
+        sys.exit(EXIT_USAGE)
+    except click.UsageError as exc:
+        command = exc.ctx.command_path if exc.ctx else "voxtrail"
+        fail(f"{exc.format_message()} (see '{command} --help')", EXIT_USAGE)
+    except click.ClickException as exc:
+        fail(exc.format_message(), exc.exit_code)
+    except (click.exceptions.Abort, KeyboardInterrupt):
+        fail("interrupted", EXIT_INTERRUPTED)
+    sys.exit(code if isinstance(code, int) else 0)

@@ -1,0 +1,157 @@
+"""``voxtrail import`` and ``voxtrail tail``: log files into the store, once each line."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+from contextlib import contextmanager
+from typing import Iterator
+
+import click
+from rich.table import Table
+
+from voxtrail import config
+from voxtrail.cli.output import byte_progress, err_console, fail, print_json, print_json_line
+from voxtrail.sources.files import reader
+from voxtrail.sources.files.follow import follow
+from voxtrail.sources.files.importer import Importer, ImportError_, Summary, expand_paths
+from voxtrail.store import Store, StoreError
+
+EXIT_PARTIAL = 1
+FORMATS = ["auto", "text", "jsonl", "audit", "indextts"]
+
+
+def _common(command):
+    """Options shared by import and tail (applied bottom-up, so listed in reverse)."""
+    options = [
+        click.option("--config", "config_file", metavar="PATH",
+                     help="TOML file with settings (db, tz). Env: VOXTRAIL_CONFIG. Default: ./voxtrail.toml if present."),
+        click.option("--tz", metavar="ZONE",
+                     help="Time zone of timestamps that carry none (IANA name, e.g. Asia/Shanghai). "
+                          "Default: the machine's. Env: VOXTRAIL_TZ."),
+        click.option("--format", "-f", "fmt", type=click.Choice(FORMATS), default="auto", show_default=True,
+                     help="Log format; auto detects text, jsonl, audit and indextts from the file's first lines."),
+        click.option("--db", metavar="URL",
+                     help="Database as a SQLAlchemy URL: sqlite:///voxtrail.db (default), "
+                          "postgresql://user@host/db, mysql://user@host/db. Env: VOXTRAIL_DB."),
+    ]
+    for option in options:
+        command = option(command)
+    return command
+
+
+def register(app: click.Group) -> None:
+    app.add_command(import_command)
+    app.add_command(tail_command)
+
+
+@click.command("import")
+@click.argument("paths", nargs=-1, required=True, metavar="PATH...")
+@_common
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON summary (imported, duplicates, rejected, ...) on stdout.")
+@click.option("--progress/--no-progress", default=True, help="Show a progress bar on a terminal.")
+@click.option("--chunk-bytes", type=click.IntRange(min=4096), default=reader.CHUNK_BYTES, hidden=True)
+def import_command(paths, db, fmt, tz, config_file, as_json, progress, chunk_bytes) -> None:
+    """Import log files (paths or quoted globs such as 'logs/tts.log*'), exactly once.
+
+    Each file's position is remembered in the database with the rows it covers, so running
+    the same command again imports only what was appended; rotated (renamed, copytruncated,
+    gzip-compressed) files are recognised by their content. Lines that cannot be parsed are
+    kept in the tts_rejects table with the reason, and the import goes on.
+    """
+    files = _expand(paths)
+    with _opened(db, tz, config_file) as (store, settings):
+        total = sum(os.path.getsize(p) for p in files)
+        with byte_progress(total, progress and not as_json, "importing") as advance:
+            importer = Importer(store, fmt=fmt, tz=settings.tz, progress=advance, chunk_bytes=chunk_bytes)
+            summary = _interruptible(lambda: importer.run(files))
+    _report(summary, as_json)
+    if any(f.status == "error" for f in summary.files):
+        raise SystemExit(EXIT_PARTIAL)
+
+
+@click.command("tail")
+@click.argument("paths", nargs=-1, required=True, metavar="PATH...")
+@_common
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object per import pass that stored something.")
+@click.option("--interval", type=click.FloatRange(min=0.05), default=1.0, show_default=True,
+              help="Seconds between checks when no file event arrives.")
+def tail_command(paths, db, fmt, tz, config_file, as_json, interval) -> None:
+    """Follow log files: import new lines as they are written, through rotations.
+
+    Files matching a quoted glob that appear later are picked up. Stops on Ctrl-C or SIGTERM,
+    after finishing the batch in hand.
+    """
+    with _opened(db, tz, config_file) as (store, settings):
+        importer = Importer(store, fmt=fmt, tz=settings.tz)
+        stop = threading.Event()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: stop.set())
+        if not as_json:
+            err_console.print(f"following {', '.join(paths)} into {store.display_url} (Ctrl-C to stop)")
+        follow(importer, paths, stop=stop, poll_interval=interval, on_pass=lambda s: _report_pass(s, as_json),
+               on_error=lambda exc: err_console.print(f"[yellow]waiting for the database[/yellow]: {exc}"))
+
+
+def _expand(paths: list[str]) -> list[str]:
+    try:
+        return expand_paths(paths)
+    except ImportError_ as exc:
+        fail(str(exc))
+
+
+@contextmanager
+def _opened(db: str | None, tz: str | None, config_file: str | None) -> Iterator[tuple[Store, config.Settings]]:
+    try:
+        settings = config.load(db=db, tz=tz, config_file=config_file)
+        store = Store.open(settings.db)
+    except (config.ConfigError, StoreError) as exc:
+        fail(str(exc))
+    try:
+        yield store, settings
+    except StoreError as exc:
+        fail(str(exc))
+    finally:
+        store.close()
+
+
+def _interruptible(run):
+    try:
+        return run()
+    except KeyboardInterrupt:
+        fail("interrupted; everything up to the last committed batch is stored, run again to continue", 130)
+
+
+def _report(summary: Summary, as_json: bool) -> None:
+    if as_json:
+        print_json(summary.as_dict())
+        return
+    for f in summary.files:
+        if f.status == "error":
+            err_console.print(f"[red]error[/red]: {f.message}")
+    table = Table(box=None, show_header=True, header_style="bold")
+    for column in ("file", "format", "imported", "duplicates", "rejected"):
+        table.add_column(column, justify="left" if column in ("file", "format") else "right")
+    for f in summary.files:
+        table.add_row(f.path, f.format or "-", f"{f.imported:,}", f"{f.duplicates:,}", f"{f.rejected:,}")
+    err_console.print(table)
+    rate = summary.total("imported") / summary.seconds if summary.seconds else 0
+    err_console.print(
+        f"{summary.total('imported'):,} imported, {summary.total('duplicates'):,} duplicates, "
+        f"{summary.total('rejected'):,} rejected in {summary.seconds:.2f} s ({rate:,.0f} events/s)"
+    )
+
+
+def _report_pass(summary: Summary, as_json: bool) -> None:
+    stored = summary.total("imported") + summary.total("rejected")
+    if as_json:
+        if stored or any(f.status == "error" for f in summary.files):
+            print_json_line(summary.as_dict())
+        return
+    for f in summary.files:
+        if f.status == "error":
+            err_console.print(f"[red]error[/red]: {f.message}")
+        elif f.imported or f.rejected:
+            err_console.print(f"{f.path}: +{f.imported} events" + (f", {f.rejected} rejected" if f.rejected else ""))
+

@@ -1,0 +1,202 @@
+"""JSON-lines records -> events, shared by ``jsonl`` (seed 000's JSON log) and ``audit`` (seed 004).
+
+Both are one JSON object a line whose keys are either event field names or a few aliases the
+seeds use (``time``, ``text_len``, ``duration`` in seconds, ``success`` as a boolean,
+``created_at``). They differ only in aliases and in what a record must carry, so one parser
+takes those as parameters. Keys that are not fields are kept in ``attributes``, not dropped.
+Lines are handled as bytes so that invalid UTF-8 is a reject (orjson refuses it) instead of
+being silently replaced.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime, timezone
+from typing import Any, Callable
+
+import orjson
+import polars as pl
+
+from voxtrail.event import FIELDS_BY_NAME, EMOTION_VECTOR_LABELS, STATUS_VALUES, EventBatch, polars_schema
+from voxtrail.sources.formats import EXCERPT_BYTES, Chunk, ParseContext, ParseResult, request_ids, to_utc
+from voxtrail.event import Reject
+
+BOM = b"\xef\xbb\xbf"
+# Fields that describe where a record came from: the batch sets them, a record cannot.
+_SOURCE_FIELDS = {"source", "source_format", "source_file", "source_offset"}
+
+
+class Invalid(ValueError):
+    """A record that cannot become an event; the message is the reject's reason (sans prefix)."""
+
+
+def _seconds_to_ms(v: Any) -> float:
+    return _number("duration", v) * 1000.0
+
+
+def _success(v: Any) -> str:
+    if isinstance(v, bool) or v in (0, 1):
+        return "success" if v else "failed"
+    raise Invalid(f"success: expected true or false, got {_show(v)}")
+
+
+def _show(v: Any) -> str:
+    return orjson.dumps(v).decode()[:60]
+
+
+def _number(key: str, v: Any) -> float:
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+        raise Invalid(f"{key}: expected a number, got {_show(v)}")
+    return float(v)
+
+
+def _convert(key: str, name: str, v: Any) -> Any:
+    """Check and convert a value for event field ``name`` (``key`` is the record's key, for messages)."""
+    kind = FIELDS_BY_NAME[name].kind
+    if name == "status":
+        if v not in STATUS_VALUES:
+            raise Invalid(f"{key}: expected 'success' or 'failed', got {_show(v)}")
+        return v
+    if name == "emotion_vector":
+        if not (isinstance(v, list) and len(v) == len(EMOTION_VECTOR_LABELS)):
+            raise Invalid(f"{key}: expected a list of {len(EMOTION_VECTOR_LABELS)} numbers, got {_show(v)}")
+        return orjson.dumps([_number(key, x) for x in v]).decode()
+    if kind in ("string", "text"):
+        if isinstance(v, bool) or not isinstance(v, (str, int)):
+            raise Invalid(f"{key}: expected a string, got {_show(v)}")
+        return str(v)  # numeric user ids and the like are stored as text
+    if kind == "int":
+        if isinstance(v, bool) or not isinstance(v, int):
+            raise Invalid(f"{key}: expected an integer, got {_show(v)}")
+        return v
+    if kind == "float":
+        return _number(key, v)
+    if kind == "json":
+        return orjson.dumps(v).decode()
+    raise Invalid(f"{key}: unsupported field")  # ts is handled by the caller
+
+
+def _datetime(key: str, v: Any) -> tuple[datetime | None, datetime | None]:
+    """(naive local, UTC) datetime of an ISO string: exactly one is set."""
+    if not isinstance(v, str):
+        raise Invalid(f"{key}: invalid datetime {_show(v)}")
+    try:
+        dt = datetime.fromisoformat(v)
+    except ValueError:
+        raise Invalid(f"{key}: invalid datetime '{v[:60]}'") from None
+    if dt.tzinfo is None:
+        return dt, None
+    return None, dt.astimezone(timezone.utc).replace(tzinfo=None)
+
+
+class JsonRecords:
+    """A JSON-lines format. ``aliases`` maps record keys to (field, converter or None)."""
+
+    def __init__(self, name: str, time_key: str, status_key: str, aliases: dict[str, tuple[str, Callable | None]],
+                 require_request_id: bool, sniff_keys: tuple[str, ...]):
+        self.name = name
+        self.time_key = time_key
+        self.status_key = status_key
+        self.aliases = aliases
+        self.require_request_id = require_request_id
+        self.sniff_keys = sniff_keys
+
+    def record(self, obj: Any) -> dict[str, Any]:
+        """The event fields of one decoded line; raises :class:`Invalid`."""
+        if not isinstance(obj, dict):
+            raise Invalid(f"expected a JSON object, got {type(obj).__name__}")
+        out: dict[str, Any] = {}
+        extra: dict[str, Any] = {}
+        for key, v in obj.items():
+            if v is None:
+                continue
+            if key in self.aliases:
+                name, conv = self.aliases[key]
+                if name in obj:
+                    continue  # the field's own name wins over an alias
+                out[name] = conv(v) if conv else v
+            elif key in FIELDS_BY_NAME and key not in _SOURCE_FIELDS:
+                if key == "attributes" and isinstance(v, dict):
+                    extra = {**v, **extra}
+                else:
+                    out[key] = v if key == "ts" else _convert(key, key, v)
+            else:
+                extra[key] = v
+        for name, key in (("ts", self.time_key), ("status", self.status_key)):
+            if name not in out:
+                raise Invalid(f"missing field '{key}'")
+        if self.require_request_id and "request_id" not in out:
+            raise Invalid("missing field 'request_id'")
+        if "status" in out:
+            out["status"] = _convert(self.status_key, "status", out["status"])
+        out["ts_local"], out["ts_utc"] = _datetime(self.time_key if "ts" not in obj else "ts", out.pop("ts"))
+        if "text_length" not in out and isinstance(obj.get("text_input"), str):
+            out["text_length"] = len(obj["text_input"])
+        if extra:
+            out["attributes"] = orjson.dumps(extra).decode()
+        return out
+
+    def parse(self, chunk: Chunk, ctx: ParseContext) -> ParseResult:
+        rows: list[dict[str, Any]] = []
+        rejects: list[Reject] = []
+        skipped = 0
+        offset = chunk.start
+        lines = chunk.data.split(b"\n")
+        if chunk.data.endswith(b"\n"):
+            lines.pop()
+        for raw in lines:
+            line = raw[:-1] if raw.endswith(b"\r") else raw
+            if line.startswith(BOM):
+                line = line[3:]
+            if not line.strip():
+                skipped += 1
+            else:
+                try:
+                    row = self.record(orjson.loads(line))
+                    row["source_offset"] = offset
+                    rows.append(row)
+                except orjson.JSONDecodeError as e:
+                    rejects.append(Reject(offset, f"{self.name}: invalid JSON: {e}", line[:EXCERPT_BYTES]))
+                except Invalid as e:
+                    rejects.append(Reject(offset, f"{self.name}: {e}", line[:EXCERPT_BYTES]))
+            offset += len(raw) + 1
+        frame = self._frame(rows, ctx)
+        if frame["ts"].null_count():  # naive times that do not exist in ctx.tz (DST gap)
+            gap = frame.filter(pl.col("ts").is_null())["source_offset"].to_list()
+            rejects += [Reject(o, f"{self.name}: {self.time_key}: nonexistent local time in {ctx.tz}",
+                               chunk.line_bytes(o)) for o in gap]
+            rejects.sort(key=lambda r: r.offset)
+            frame = frame.filter(pl.col("ts").is_not_null())
+        batch = EventBatch(frame, rejects,
+                           {"source": "file", "source_format": self.name, "source_file": ctx.source_file})
+        return ParseResult(batch, chunk.end, skipped)
+
+    def _frame(self, rows: list[dict[str, Any]], ctx: ParseContext) -> pl.DataFrame:
+        names = [n for n in polars_schema() if n != "ts" and any(n in r for r in rows)]
+        names = ["source_offset"] + [n for n in names if n != "source_offset"]
+        schema = {**polars_schema(names), "ts_local": pl.Datetime("us"), "ts_utc": pl.Datetime("us")}
+        columns = {n: [r.get(n) for r in rows] for n in schema}
+        df = pl.DataFrame(columns, schema=schema)
+        ts = pl.coalesce(to_utc(pl.col("ts_local"), ctx.tz), pl.col("ts_utc")).alias("ts")
+        df = df.with_columns(ts).drop("ts_local", "ts_utc")
+        if "request_id" in df.columns:
+            rid = pl.coalesce(pl.col("request_id"), request_ids(ctx.stream_id, pl.col("source_offset")))
+        else:
+            rid = request_ids(ctx.stream_id, pl.col("source_offset"))
+        df = df.with_columns(rid.alias("request_id"))
+        first = ["request_id", "ts", "status"]
+        return df.select(first + [c for c in df.columns if c not in first])
+
+    def sniff(self, head: list[str]) -> float:
+        lines = [line.lstrip("\ufeff") for line in head if line.strip()]
+        if not lines:
+            return 0.0
+        hits = 0
+        for line in lines:
+            try:
+                obj = orjson.loads(line)
+            except orjson.JSONDecodeError:
+                continue
+            if isinstance(obj, dict) and all(any(k in obj for k in ks.split("|")) for ks in self.sniff_keys):
+                hits += 1
+        return hits / len(lines)

@@ -1,0 +1,112 @@
+"""The store: open a database by URL, write batches atomically, read checkpoints."""
+
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+
+from voxtrail.event import EventBatch
+from voxtrail.store.bulk import prepare, writer_for
+from voxtrail.store.checkpoints import Checkpoint, load_checkpoints, save_checkpoint, save_rejects
+from voxtrail.store.engine import StoreError, check_connection, first_line, make_engine, normalize_url
+from voxtrail.store.migrate import migrate
+from voxtrail.store.schema import tts_events
+
+_ATTEMPTS = 5
+#: Transient conflicts between concurrent writers: PostgreSQL deadlock / serialization failure,
+#: MySQL deadlock / lock wait timeout. The whole transaction is retried; it is idempotent.
+_RETRY_SQLSTATES = {"40P01", "40001"}
+_RETRY_MYSQL_CODES = {1213, 1205}
+
+
+@dataclass
+class WriteResult:
+    inserted: int
+    duplicates: int
+    rejected: int  # rejects in the batch (stored now, or already stored by an earlier delivery)
+
+
+def _retryable(exc: BaseException) -> bool:
+    orig = getattr(exc, "orig", None) or exc
+    if getattr(orig, "sqlstate", None) in _RETRY_SQLSTATES:
+        return True
+    args = getattr(orig, "args", ())
+    return bool(args) and args[0] in _RETRY_MYSQL_CODES
+
+
+class Store:
+    def __init__(self, engine: sa.Engine, dialect: str) -> None:
+        self.engine = engine
+        self.dialect = dialect
+        self.display_url = engine.url.render_as_string(hide_password=True)
+        self._writer = writer_for(dialect)
+        self._errors = (sa.exc.SQLAlchemyError, engine.dialect.loaded_dbapi.Error)
+
+    @classmethod
+    def open(cls, url: str | None = None) -> "Store":
+        """Connect (failing fast with a StoreError) and bring the schema to the current version."""
+        u, dialect = normalize_url(url)
+        engine = make_engine(u, dialect)
+        try:
+            check_connection(engine, dialect)
+            store = cls(engine, dialect)
+            try:
+                migrate(engine, dialect)
+            except store._errors as exc:
+                raise StoreError(f"cannot prepare the schema in {store.display_url}: {first_line(exc)}") from exc
+        except BaseException:
+            engine.dispose()
+            raise
+        return store
+
+    def write(
+        self,
+        batch: EventBatch,
+        checkpoint: Checkpoint | None = None,
+        *,
+        stream_id: str = "",
+        source_file: str | None = None,
+    ) -> WriteResult:
+        """Store events, rejects and the checkpoint in one transaction: all of it or none.
+
+        Events whose request_id is already stored are skipped (``duplicates``), so delivering a
+        batch again is harmless. Rejects are keyed by (stream_id, offset); ``stream_id``
+        defaults to the checkpoint's.
+        """
+        prepared = prepare(batch)
+        sid = stream_id or (checkpoint.stream_id if checkpoint else "")
+        options = {"vx_immediate": True} if self.dialect == "sqlite" else {}
+        for attempt in range(_ATTEMPTS):
+            try:
+                with self.engine.connect().execution_options(**options) as conn, conn.begin():
+                    inserted = self._writer.insert_events(conn, prepared) if prepared.size else 0
+                    save_rejects(conn, self.dialect, batch.rejects, sid, source_file)
+                    if checkpoint is not None:
+                        save_checkpoint(conn, self.dialect, checkpoint)
+                break
+            except self._errors as exc:
+                if attempt + 1 < _ATTEMPTS and _retryable(exc):
+                    time.sleep(0.05 * (2**attempt) * (1 + random.random()))
+                    continue
+                raise StoreError(f"writing to {self.display_url} failed: {first_line(exc)}") from exc
+        return WriteResult(inserted, prepared.size - inserted, len(batch.rejects))
+
+    def checkpoints(self) -> list[Checkpoint]:
+        with self.engine.connect() as conn:
+            return load_checkpoints(conn)
+
+    def count(self) -> int:
+        with self.engine.connect() as conn:
+            return conn.execute(sa.select(sa.func.count()).select_from(tts_events)).scalar_one()
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def __enter__(self) -> "Store":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

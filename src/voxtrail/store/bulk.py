@@ -1,0 +1,107 @@
+"""The bulk-insert interface shared by the per-dialect writers, and the batch checks they rely on.
+
+``Store.write`` is one code path: it validates a batch here (so every dialect accepts and refuses
+the same batches), then hands it to the writer of its dialect inside one transaction. Writers
+only have to turn columns into the fastest statement their database offers and report how many
+rows were new; duplicates (an existing request_id) are skipped, never errors.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any, Protocol
+
+import orjson
+import polars as pl
+import sqlalchemy as sa
+
+from voxtrail.event import FIELD_NAMES, FIELDS_BY_NAME, EventBatch, polars_schema, unknown_fields
+
+#: Text format of timestamps for SQLite (what SQLAlchemy's DateTime writes and reads back) and
+#: for MySQL/PostgreSQL literals and COPY.
+TS_FORMAT = "%Y-%m-%d %H:%M:%S%.6f"
+
+
+@dataclass(frozen=True)
+class PreparedBatch:
+    """A validated batch: ``frame`` columns and ``constants`` keys in FIELDS order, disjoint."""
+
+    frame: pl.DataFrame
+    constants: dict[str, Any]
+
+    @property
+    def size(self) -> int:
+        return self.frame.height
+
+    @property
+    def columns(self) -> list[str]:
+        return self.frame.columns
+
+    def kind(self, name: str) -> str:
+        return FIELDS_BY_NAME[name].kind
+
+
+class BulkWriter(Protocol):
+    def insert_events(self, conn: sa.Connection, batch: PreparedBatch) -> int:
+        """Insert the rows inside ``conn``'s open transaction; return how many were new."""
+
+
+_MODULES = {"sqlite": "bulk_sqlite", "postgresql": "bulk_postgresql", "mysql": "bulk_mysql"}
+
+
+def writer_for(dialect: str) -> BulkWriter:
+    module = importlib.import_module(f"voxtrail.store.{_MODULES[dialect]}")
+    return module.WRITER
+
+
+def _utc_naive(value: datetime) -> datetime:
+    return value.astimezone(timezone.utc).replace(tzinfo=None) if value.tzinfo else value
+
+
+def _constant(name: str, value: Any) -> Any:
+    kind = FIELDS_BY_NAME[name].kind
+    if value is None:
+        return None
+    if kind == "json" and not isinstance(value, str):
+        return orjson.dumps(value).decode()
+    if kind == "timestamp":
+        if not isinstance(value, datetime):
+            raise ValueError(f"constant {name!r} must be a datetime, got {type(value).__name__}")
+        return _utc_naive(value)
+    return value
+
+
+def prepare(batch: EventBatch) -> PreparedBatch:
+    """Check names, types and string lengths; fail before the database sees anything.
+
+    Lengths are checked here because SQLite would store an over-long value that PostgreSQL and
+    MySQL refuse: the same batch must have the same fate on every database.
+    """
+    frame = batch.frame
+    names = [*frame.columns, *batch.constants]
+    bad = unknown_fields(names)
+    if bad:
+        raise ValueError(f"unknown event field(s): {', '.join(sorted(bad))}")
+    both = set(frame.columns) & set(batch.constants)
+    if both:
+        raise ValueError(f"field(s) both in the frame and in constants: {', '.join(sorted(both))}")
+    for name, dtype in frame.schema.items():
+        # A tz-aware column is converted, never reinterpreted: the table is UTC-naive.
+        if isinstance(dtype, pl.Datetime) and dtype.time_zone is not None:
+            frame = frame.with_columns(pl.col(name).dt.convert_time_zone("UTC").dt.replace_time_zone(None))
+    ordered = [n for n in FIELD_NAMES if n in frame.columns]
+    frame = frame.select(ordered).cast(polars_schema(ordered))
+    for name in ordered:
+        length = FIELDS_BY_NAME[name].length
+        if length is not None and frame.height:
+            longest = frame[name].str.len_chars().max()
+            if longest is not None and longest > length:
+                raise ValueError(f"field {name!r} holds a value of {longest} characters; the column takes {length}")
+    constants = {n: _constant(n, batch.constants[n]) for n in FIELD_NAMES if n in batch.constants}
+    for name, value in constants.items():
+        length = FIELDS_BY_NAME[name].length
+        if length is not None and isinstance(value, str) and len(value) > length:
+            raise ValueError(f"constant {name!r} has {len(value)} characters; the column takes {length}")
+    return PreparedBatch(frame, constants)

@@ -1,0 +1,1 @@
+"""Alembic migrations of the voxtrail schema (a package so that wheels ship env.py)."""

@@ -1,0 +1,148 @@
+"""The tables, derived from :data:`voxtrail.event.FIELDS` so code and columns cannot drift.
+
+This module describes the *current* schema. Migrations create it step by step; a test compares
+the migrated database with this metadata, so a new Field without a migration fails loudly.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import mysql, postgresql
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.functions import FunctionElement
+
+from voxtrail.event import FIELDS, Field
+
+#: MySQL table options: DYNAMIC rows allow index keys up to 3072 bytes (request_id VARCHAR(128)
+#: in utf8mb4 is 512); the binary collation makes comparisons case- and accent-sensitive as on
+#: PostgreSQL and SQLite, so 'abc' and 'ABC' are two request_ids everywhere.
+MYSQL_TABLE_KW = {
+    "mysql_engine": "InnoDB",
+    "mysql_charset": "utf8mb4",
+    "mysql_collate": "utf8mb4_bin",
+    "mysql_row_format": "DYNAMIC",
+}
+
+metadata = sa.MetaData()
+
+
+class utc_now(FunctionElement):
+    """Current UTC time with microseconds, as a column default, on each dialect."""
+
+    type = sa.DateTime()
+    inherit_cache = True
+
+
+@compiles(utc_now)
+def _utc_now_default(element, compiler, **kw):  # pragma: no cover - all dialects are covered below
+    return "CURRENT_TIMESTAMP"
+
+
+@compiles(utc_now, "sqlite")
+def _utc_now_sqlite(element, compiler, **kw):
+    # %f is milliseconds; padding to six digits keeps the text format SQLAlchemy writes for ts.
+    return "strftime('%Y-%m-%d %H:%M:%f000', 'now')"
+
+
+@compiles(utc_now, "postgresql")
+def _utc_now_pg(element, compiler, **kw):
+    return "timezone('utc', now())"
+
+
+@compiles(utc_now, "mysql")
+@compiles(utc_now, "mariadb")
+def _utc_now_mysql(element, compiler, **kw):
+    return "CURRENT_TIMESTAMP(6)"  # UTC: every session sets time_zone='+00:00' (engine.py)
+
+
+def id_type() -> sa.types.TypeEngine:
+    # On SQLite only INTEGER PRIMARY KEY is a rowid alias (autoincrementing, no extra index).
+    return sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+
+
+def timestamp_type() -> sa.types.TypeEngine:
+    return (
+        sa.DateTime()
+        .with_variant(postgresql.TIMESTAMP(precision=6), "postgresql")
+        .with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")
+    )
+
+
+def text_type() -> sa.types.TypeEngine:
+    # MySQL TEXT stops at 64 KB; texts to synthesise and error messages can be longer.
+    return sa.Text().with_variant(mysql.MEDIUMTEXT(), "mysql", "mariadb")
+
+
+def json_type() -> sa.types.TypeEngine:
+    # JSONB on PostgreSQL: indexable and queryable with @>, ->> works the same as on JSON.
+    return sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
+
+
+def column_type(kind: str, length: int | None = None) -> sa.types.TypeEngine:
+    if kind == "string":
+        return sa.String(length)
+    if kind == "text":
+        return text_type()
+    if kind in ("int", "id"):
+        return sa.BigInteger()
+    if kind == "float":
+        return sa.Float(53)  # double precision everywhere
+    if kind == "timestamp":
+        return timestamp_type()
+    if kind == "json":
+        return json_type()
+    raise ValueError(f"unknown field kind {kind!r}")
+
+
+def field_column(f: Field) -> sa.Column:
+    return sa.Column(f.name, column_type(f.kind, f.length), nullable=f.nullable, comment=None)
+
+
+def event_columns() -> list[sa.Column]:
+    return [
+        sa.Column("id", id_type(), primary_key=True, autoincrement=True),
+        *(field_column(f) for f in FIELDS),
+        sa.Column("ingested_at", timestamp_type(), nullable=False, server_default=utc_now()),
+    ]
+
+
+def reject_columns() -> list[sa.Column]:
+    return [
+        sa.Column("id", id_type(), primary_key=True, autoincrement=True),
+        sa.Column("stream_id", sa.String(64), nullable=False),
+        sa.Column("source_file", text_type()),
+        sa.Column("source_offset", sa.BigInteger(), nullable=False),
+        sa.Column("reason", text_type(), nullable=False),
+        sa.Column("excerpt", text_type()),
+        sa.Column("created_at", timestamp_type(), nullable=False, server_default=utc_now()),
+    ]
+
+
+def checkpoint_columns() -> list[sa.Column]:
+    return [
+        sa.Column("stream_id", sa.String(64), primary_key=True),
+        sa.Column("fp_len", sa.Integer(), nullable=False),
+        sa.Column("fp_hash", sa.String(64), nullable=False),
+        sa.Column("path", text_type(), nullable=False),
+        sa.Column("offset", sa.BigInteger(), nullable=False),
+        sa.Column("tail_hash", sa.String(64), nullable=False),
+        sa.Column("format", sa.String(16), nullable=False),
+        sa.Column("state", json_type()),
+        sa.Column("updated_at", timestamp_type(), nullable=False),
+    ]
+
+
+tts_events = sa.Table(
+    "tts_events", metadata, *event_columns(),
+    sa.Index("ux_tts_events_request_id", "request_id", unique=True),
+    sa.Index("ix_tts_events_ts", "ts"),
+    **MYSQL_TABLE_KW,
+)
+
+tts_rejects = sa.Table(
+    "tts_rejects", metadata, *reject_columns(),
+    sa.UniqueConstraint("stream_id", "source_offset", name="ux_tts_rejects_stream_offset"),
+    **MYSQL_TABLE_KW,
+)
+
+import_checkpoints = sa.Table("import_checkpoints", metadata, *checkpoint_columns(), **MYSQL_TABLE_KW)

@@ -1,0 +1,215 @@
+"""Exactly-once import: re-runs, appends, every kind of rotation, on every database."""
+
+from __future__ import annotations
+
+import gzip
+import os
+import shutil
+
+import pytest
+import sqlalchemy as sa
+
+from logdata import Expected, text_lines, write
+from voxtrail.sources.files.importer import Importer, expand_paths
+from voxtrail.store import Store
+
+
+def stats(store: Store) -> tuple[int, int, float, int]:
+    with store.engine.connect() as conn:
+        row = conn.execute(sa.text(
+            "SELECT COUNT(*), SUM(CASE WHEN status = 'failed' THEN 1 ELSE 0 END), "
+            "SUM(latency_ms), SUM(text_length) FROM tts_events"
+        )).one()
+    return int(row[0]), int(row[1] or 0), round(float(row[2] or 0), 3), int(row[3] or 0)
+
+
+def expect(exp: Expected) -> tuple[int, int, float, int]:
+    return exp.events, exp.failed, round(exp.latency_ms, 3), exp.text_length
+
+
+def run(store: Store, *patterns: str, **kw):
+    return Importer(store, tz="UTC", **kw).run(expand_paths(patterns))
+
+
+@pytest.fixture
+def store(db_url):
+    s = Store.open(db_url)
+    yield s
+    s.close()
+
+
+def test_import_counts_and_reimport_is_noop(store, tmp_path):
+    exp = text_lines(2000, seed=1)
+    log = tmp_path / "tts.log"
+    write(log, exp)
+    first = run(store, str(log))
+    assert first.total("imported") == 2000 and first.total("rejected") == 0
+    assert stats(store) == expect(exp)
+    again = run(store, str(log))
+    assert again.total("imported") == 0 and again.total("duplicates") == 0
+    assert stats(store) == expect(exp)
+
+
+def test_append_imports_only_new_lines(store, tmp_path):
+    a, b = text_lines(500, seed=2), text_lines(300, seed=3)
+    log = tmp_path / "tts.log"
+    write(log, a)
+    run(store, str(log))
+    write(log, b, mode="a")
+    summary = run(store, str(log))
+    assert summary.total("imported") == 300
+    assert stats(store) == expect(a.add(b))
+
+
+def test_partial_last_line_waits_for_its_newline(store, tmp_path):
+    exp = text_lines(3, seed=4)
+    log = tmp_path / "tts.log"
+    log.write_text(exp.lines[0] + exp.lines[1] + exp.lines[2][:30], encoding="utf-8")
+    assert run(store, str(log)).total("imported") == 2
+    with open(log, "a", encoding="utf-8") as f:
+        f.write(exp.lines[2][30:])
+    assert run(store, str(log)).total("imported") == 1
+    assert stats(store) == expect(exp)
+
+
+def test_rename_rotation(store, tmp_path):
+    a, b, c = text_lines(400, seed=5), text_lines(100, seed=6), text_lines(250, seed=7)
+    log = tmp_path / "tts.log"
+    write(log, a)
+    run(store, str(tmp_path / "tts.log*"))
+    write(log, b, mode="a")  # written just before rotation, not yet imported
+    os.rename(log, tmp_path / "tts.log.1")
+    write(log, c)
+    summary = run(store, str(tmp_path / "tts.log*"))
+    assert summary.total("imported") == 350
+    assert stats(store) == expect(a.add(b).add(c))
+
+
+def test_copytruncate_rotation(store, tmp_path):
+    a, b, c = text_lines(400, seed=8), text_lines(100, seed=9), text_lines(250, seed=10)
+    log = tmp_path / "tts.log"
+    write(log, a)
+    run(store, str(log))
+    write(log, b, mode="a")
+    shutil.copyfile(log, tmp_path / "tts.log.1")
+    with open(log, "r+b") as f:  # same inode, emptied in place
+        f.truncate(0)
+    write(log, c, mode="a")
+    summary = run(store, str(tmp_path / "tts.log*"))
+    assert summary.total("imported") == 350
+    assert stats(store) == expect(a.add(b).add(c))
+
+
+def test_gzipped_rotation_is_recognised(store, tmp_path):
+    a, b = text_lines(300, seed=11), text_lines(50, seed=12)
+    log = tmp_path / "tts.log"
+    write(log, a)
+    run(store, str(log))
+    write(log, b, mode="a")
+    with open(log, "rb") as src, gzip.open(tmp_path / "tts.log.1.gz", "wb") as dst:
+        shutil.copyfileobj(src, dst)
+    os.remove(log)
+    summary = run(store, str(tmp_path / "tts.log*"))
+    assert summary.total("imported") == 50
+    assert stats(store) == expect(a.add(b))
+
+
+def test_truncated_and_rewritten_file(store, tmp_path):
+    a, b = text_lines(300, seed=13), text_lines(40, seed=14)
+    log = tmp_path / "tts.log"
+    write(log, a)
+    run(store, str(log))
+    with open(log, "r+b") as f:
+        f.truncate(0)
+    write(log, b, mode="a")
+    assert run(store, str(log)).total("imported") == 40
+    assert stats(store) == expect(a.add(b))
+
+
+def test_new_file_reusing_the_inode(store, tmp_path):
+    a, b = text_lines(200, seed=15), text_lines(60, seed=16)
+    log = tmp_path / "tts.log"
+    write(log, a)
+    run(store, str(log))
+    inode = os.stat(log).st_ino
+    os.remove(log)
+    write(log, b)  # ext4/tmpfs usually hand the freed inode straight back
+    summary = run(store, str(log))
+    assert summary.total("imported") == 60, f"inode reused: {os.stat(log).st_ino == inode}"
+    assert stats(store) == expect(a.add(b))
+
+
+def test_rewritten_with_the_same_beginning(store, tmp_path):
+    """A file truncated and rewritten whose first KB is identical must not be skipped."""
+    a = text_lines(200, seed=17)
+    log = tmp_path / "tts.log"
+    write(log, a)
+    run(store, str(log))
+    b = text_lines(20, seed=18)
+    rewritten = Expected(lines=a.lines[:30]).add(b)
+    write(log, rewritten)
+    summary = run(store, str(log))
+    # the 30 head lines are a new stream's lines too: they are stored again under new ids
+    assert summary.total("imported") == 50
+
+
+def test_copy_of_an_imported_file_imports_nothing(store, tmp_path):
+    a = text_lines(100, seed=19)
+    write(tmp_path / "tts.log", a)
+    run(store, str(tmp_path / "tts.log"))
+    shutil.copyfile(tmp_path / "tts.log", tmp_path / "backup.log")
+    assert run(store, str(tmp_path / "backup.log")).total("imported") == 0
+
+
+def test_malformed_lines_are_quarantined_and_the_import_goes_on(store, tmp_path):
+    exp = text_lines(100, seed=20)
+    bad = [b"garbage line\n", b"[2025-03-01 00:00:00] INFO - TextLen=abc\n", b"\xff\xfe\x00broken\r\n"]
+    log = tmp_path / "tts.log"
+    with open(log, "wb") as f:
+        f.write("".join(exp.lines[:50]).encode())
+        offsets = []
+        for line in bad:
+            offsets.append(f.tell())
+            f.write(line)
+        f.write("".join(exp.lines[50:]).encode())
+    summary = run(store, str(log))
+    assert summary.total("imported") == 100 and summary.total("rejected") == 3
+    assert stats(store) == expect(exp)
+    with store.engine.connect() as conn:
+        rows = conn.execute(sa.text(
+            "SELECT source_offset, reason, excerpt, source_file FROM tts_rejects ORDER BY source_offset"
+        )).all()
+    assert [r[0] for r in rows] == offsets
+    assert all(r[1] for r in rows) and rows[0][2].startswith("garbage line")
+    assert rows[0][3] == str(log)
+    assert run(store, str(log)).total("rejected") == 0  # quarantined once
+
+
+def test_bom_crlf_and_chinese(store, tmp_path):
+    exp = text_lines(50, seed=21)
+    log = tmp_path / "tts.log"
+    log.write_bytes(b"\xef\xbb\xbf" + "".join(exp.lines).replace("\n", "\r\n").encode("utf-8"))
+    assert run(store, str(log)).total("imported") == 50
+    assert stats(store) == expect(exp)
+    with store.engine.connect() as conn:
+        emotions = {r[0] for r in conn.execute(sa.text("SELECT DISTINCT emotion FROM tts_events"))}
+    assert "愤怒" in emotions and not any(e.endswith("\r") for e in emotions)
+
+
+def test_small_chunks_give_the_same_result(store, tmp_path):
+    exp = text_lines(700, seed=22)
+    write(tmp_path / "tts.log", exp)
+    summary = run(store, str(tmp_path / "tts.log"), chunk_bytes=1000)
+    assert summary.total("imported") == 700
+    assert stats(store) == expect(exp)
+
+
+def test_time_zone_of_naive_timestamps(sqlite_url, tmp_path):
+    log = tmp_path / "tts.log"
+    log.write_text("[2025-03-01 08:00:00,250] INFO - TextLen=5, Emotion=happy, Duration=1.0s, Success=True\n")
+    store = Store.open(sqlite_url)
+    Importer(store, tz="Asia/Shanghai").run([str(log)])
+    with store.engine.connect() as conn:
+        ts = conn.execute(sa.text("SELECT ts FROM tts_events")).scalar_one()
+    store.close()
+    assert str(ts).startswith("2025-03-01 00:00:00.250")

@@ -1,0 +1,61 @@
+"""Follow mode: lines reach the database within 2 s, through rotation, and stop is clean."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import sqlalchemy as sa
+
+from logdata import text_lines
+from voxtrail.store import Store
+
+
+def wait_for_count(engine, n, timeout=10.0) -> float:
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        with engine.connect() as conn:
+            if conn.execute(sa.text("SELECT COUNT(*) FROM tts_events")).scalar_one() >= n:
+                return time.monotonic() - started
+        time.sleep(0.02)
+    raise AssertionError(f"fewer than {n} events after {timeout} s")
+
+
+def append(path, lines):
+    with open(path, "a", encoding="utf-8") as f:
+        f.writelines(lines)
+        f.flush()
+
+
+def test_tail_follows_appends_and_rotation(db_url, tmp_path):
+    store = Store.open(db_url)
+    log = tmp_path / "tts.log"
+    exp = text_lines(60, seed=50)
+    append(log, exp.lines[:10])
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "voxtrail", "tail", str(tmp_path / "tts.log*"), "--db", db_url, "--tz", "UTC", "--json"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        wait_for_count(store.engine, 10, timeout=30)  # start-up included
+        delays = []
+        for i in range(10, 40, 5):
+            append(log, exp.lines[i : i + 5])
+            delays.append(wait_for_count(store.engine, i + 5))
+        os.rename(log, tmp_path / "tts.log.1")  # rotation by rename, then a new file
+        append(tmp_path / "tts.log.1", exp.lines[40:45])  # a late write to the old file
+        append(log, exp.lines[45:60])
+        delays.append(wait_for_count(store.engine, 60))
+        assert max(delays) < 2.0, delays
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    with store.engine.connect() as conn:
+        total, distinct = conn.execute(sa.text("SELECT COUNT(*), COUNT(DISTINCT request_id) FROM tts_events")).one()
+    store.close()
+    assert (total, distinct) == (60, 60)
+    assert "Traceback" not in err
