@@ -17,7 +17,7 @@ from alembic.runtime.migration import MigrationContext
 
 from voxtrail.event import EventBatch, Reject, polars_schema
 from voxtrail.store import Checkpoint, Store, StoreError, metadata, normalize_url, tts_events, tts_rejects
-from voxtrail.store.migrate import head_revision, migrate
+from voxtrail.store.migrate import HEAD, head_revision, migrate
 
 T0 = datetime(2024, 5, 1, 12, 0, 0, 123456)
 LONG = "长文本" * 25_000  # 75,000 characters: beyond MySQL TEXT's 64 KB
@@ -46,7 +46,7 @@ def test_migrations_apply_once_and_match_schema(db_url):
     store = Store.open(db_url)
     try:
         with store.engine.connect() as conn:
-            assert MigrationContext.configure(conn).get_current_revision() == head_revision()
+            assert MigrationContext.configure(conn).get_current_revision() == head_revision() == HEAD
             diffs = compare_metadata(MigrationContext.configure(conn), metadata)
         flat = [d for item in diffs for d in (item if isinstance(item, list) else [item])]
         # Types and defaults are reflected with dialect-specific spellings (DOUBLE vs Float(53)).

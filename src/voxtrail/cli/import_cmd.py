@@ -9,12 +9,10 @@ from contextlib import contextmanager
 from typing import Iterator
 
 import click
-from rich.table import Table
 
 from voxtrail import config
 from voxtrail.cli.output import byte_progress, err_console, fail, print_json, print_json_line
 from voxtrail.sources.files import reader
-from voxtrail.sources.files.follow import follow
 from voxtrail.sources.files.importer import Importer, ImportError_, Summary, expand_paths
 from voxtrail.store import Store, StoreError
 
@@ -83,6 +81,8 @@ def tail_command(paths, db, fmt, tz, config_file, as_json, interval) -> None:
     Files matching a quoted glob that appear later are picked up. Stops on Ctrl-C or SIGTERM,
     after finishing the batch in hand.
     """
+    from voxtrail.sources.files.follow import follow  # watchdog: only when following
+
     with _opened(db, tz, config_file) as (store, settings):
         importer = Importer(store, fmt=fmt, tz=settings.tz)
         stop = threading.Event()
@@ -130,6 +130,8 @@ def _report(summary: Summary, as_json: bool) -> None:
     for f in summary.files:
         if f.status == "error":
             err_console.print(f"[red]error[/red]: {f.message}")
+    from rich.table import Table
+
     table = Table(box=None, show_header=True, header_style="bold")
     for column in ("file", "format", "imported", "duplicates", "rejected"):
         table.add_column(column, justify="left" if column in ("file", "format") else "right")

@@ -8,7 +8,6 @@ from typing import Callable, Iterator, NoReturn
 
 import orjson
 from rich.console import Console
-from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
 
 err_console = Console(stderr=True, highlight=False)
 
@@ -35,6 +34,8 @@ def byte_progress(total: int | None, enabled: bool, description: str) -> Iterato
     if not enabled or not err_console.is_terminal:
         yield lambda n: None
         return
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
+
     columns = [TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn()]
     with Progress(*columns, console=err_console, transient=True) as progress:
         task = progress.add_task(description, total=total)

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 
 from voxtrail.event import EventBatch
-from voxtrail.store.bulk import prepare, writer_for
+from voxtrail.store.bulk import EncodedBatch, prepare, writer_for
 from voxtrail.store.checkpoints import Checkpoint, load_checkpoints, save_checkpoint, save_rejects
 from voxtrail.store.engine import StoreError, check_connection, first_line, make_engine, normalize_url
 from voxtrail.store.migrate import migrate
@@ -62,9 +62,16 @@ class Store:
             raise
         return store
 
+    def encode(self, batch: EventBatch) -> EncodedBatch:
+        """Validate and encode a batch for this store's database: pure CPU work that may run
+        in another thread than :meth:`write` (the importer parses and encodes ahead)."""
+        prepared = prepare(batch)
+        payload = self._writer.encode(prepared) if prepared.size else None
+        return EncodedBatch(self.dialect, prepared.size, payload, list(batch.rejects))
+
     def write(
         self,
-        batch: EventBatch,
+        batch: EventBatch | EncodedBatch,
         checkpoint: Checkpoint | None = None,
         *,
         stream_id: str = "",
@@ -76,14 +83,16 @@ class Store:
         batch again is harmless. Rejects are keyed by (stream_id, offset); ``stream_id``
         defaults to the checkpoint's.
         """
-        prepared = prepare(batch)
+        encoded = batch if isinstance(batch, EncodedBatch) else self.encode(batch)
+        if encoded.dialect != self.dialect:
+            raise ValueError(f"batch encoded for {encoded.dialect}, store is {self.dialect}")
         sid = stream_id or (checkpoint.stream_id if checkpoint else "")
         options = {"vx_immediate": True} if self.dialect == "sqlite" else {}
         for attempt in range(_ATTEMPTS):
             try:
                 with self.engine.connect().execution_options(**options) as conn, conn.begin():
-                    inserted = self._writer.insert_events(conn, prepared) if prepared.size else 0
-                    save_rejects(conn, self.dialect, batch.rejects, sid, source_file)
+                    inserted = self._writer.insert_events(conn, encoded.payload) if encoded.size else 0
+                    save_rejects(conn, self.dialect, encoded.rejects, sid, source_file)
                     if checkpoint is not None:
                         save_checkpoint(conn, self.dialect, checkpoint)
                 break
@@ -92,7 +101,7 @@ class Store:
                     time.sleep(0.05 * (2**attempt) * (1 + random.random()))
                     continue
                 raise StoreError(f"writing to {self.display_url} failed: {first_line(exc)}") from exc
-        return WriteResult(inserted, prepared.size - inserted, len(batch.rejects))
+        return WriteResult(inserted, encoded.size - inserted, len(encoded.rejects))
 
     def checkpoints(self) -> list[Checkpoint]:
         with self.engine.connect() as conn:

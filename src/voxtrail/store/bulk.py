@@ -44,8 +44,29 @@ class PreparedBatch:
 
 
 class BulkWriter(Protocol):
-    def insert_events(self, conn: sa.Connection, batch: PreparedBatch) -> int:
+    def encode(self, batch: PreparedBatch) -> Any:
+        """Turn the batch into what ``insert_events`` sends (rows, statement text): CPU work
+        only, so an importer can do it in its parsing thread while the previous batch commits."""
+
+    def insert_events(self, conn: sa.Connection, encoded: Any) -> int:
         """Insert the rows inside ``conn``'s open transaction; return how many were new."""
+
+
+class EncodeNothing:
+    """For writers whose fastest path streams straight from the frame."""
+
+    def encode(self, batch: PreparedBatch) -> PreparedBatch:
+        return batch
+
+
+@dataclass(frozen=True)
+class EncodedBatch:
+    """A batch validated and encoded for one dialect, with what the write also stores."""
+
+    dialect: str
+    size: int
+    payload: Any
+    rejects: list
 
 
 _MODULES = {"sqlite": "bulk_sqlite", "postgresql": "bulk_postgresql", "mysql": "bulk_mysql"}

@@ -13,7 +13,7 @@ from __future__ import annotations
 import polars as pl
 import sqlalchemy as sa
 
-from voxtrail.store.bulk import TS_FORMAT, PreparedBatch
+from voxtrail.store.bulk import TS_FORMAT, EncodeNothing, PreparedBatch
 
 #: Bytes of row literals per statement: well under the smallest common max_allowed_packet (4 MB).
 _CHUNK_BYTES = 2_000_000
@@ -46,7 +46,7 @@ def _literal(name: str, dtype: pl.DataType) -> pl.Expr:
     return out.fill_null("NULL")
 
 
-class MySQLWriter:
+class MySQLWriter(EncodeNothing):
     def insert_events(self, conn: sa.Connection, batch: PreparedBatch) -> int:
         frame = batch.frame
         if "request_id" in frame.columns:

@@ -13,7 +13,7 @@ import hashlib
 import polars as pl
 import sqlalchemy as sa
 
-from voxtrail.store.bulk import TS_FORMAT, PreparedBatch
+from voxtrail.store.bulk import TS_FORMAT, EncodeNothing, PreparedBatch
 from voxtrail.store.schema import tts_events
 
 _SLICE_ROWS = 100_000  # CSV is produced per slice to bound memory on huge batches
@@ -23,7 +23,7 @@ def _q(name: str) -> str:
     return '"' + name + '"'
 
 
-class PostgreSQLWriter:
+class PostgreSQLWriter(EncodeNothing):
     def insert_events(self, conn: sa.Connection, batch: PreparedBatch) -> int:
         dialect = conn.dialect
         cols = batch.columns

@@ -9,7 +9,7 @@ The transaction is the caller's, begun with BEGIN IMMEDIATE by the engine.
 from __future__ import annotations
 
 import math
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any
 
 import polars as pl
@@ -40,10 +40,12 @@ def _quote(name: str) -> str:
 
 
 class SQLiteWriter:
-    def insert_events(self, conn: sa.Connection, batch: PreparedBatch) -> int:
+    def encode(self, batch: PreparedBatch) -> tuple[str, list[tuple]]:
         frame = batch.frame
+        # ingested_at as one literal per batch: a DEFAULT expression costs a strftime per row.
+        constants = {**batch.constants, "ingested_at": datetime.now(timezone.utc).replace(tzinfo=None)}
         literals: dict[str, str] = {}
-        for name, value in batch.constants.items():
+        for name, value in constants.items():
             lit = _literal(value)
             if lit is None:  # rare: bind it per row after all
                 frame = frame.with_columns(pl.lit(value).alias(name))
@@ -59,9 +61,13 @@ class SQLiteWriter:
             if series.dtype == pl.Datetime:
                 series = series.dt.strftime(TS_FORMAT)
             columns.append(series.to_list())
+        return sql, list(zip(*columns))
+
+    def insert_events(self, conn: sa.Connection, encoded: tuple[str, list[tuple]]) -> int:
+        sql, rows = encoded
         raw = conn.connection.driver_connection
         before = raw.total_changes
-        raw.executemany(sql, zip(*columns))
+        raw.executemany(sql, rows)
         return raw.total_changes - before
 
 

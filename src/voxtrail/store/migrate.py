@@ -11,17 +11,20 @@ from functools import lru_cache
 from pathlib import Path
 
 import sqlalchemy as sa
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
+
+#: The newest revision in migrations/versions (a test checks it against Alembic's own view).
+#: Knowing it without loading Alembic keeps the common case, a database already at head,
+#: free of Alembic's import cost on every command.
+HEAD = "0001"
 
 SCRIPT_LOCATION = Path(__file__).with_name("migrations")
 _LOCK_NAME = "voxtrail_migrate"
 _PG_LOCK_KEY = 0x766F7874  # "voxt": any constant shared by all voxtrail processes
 
 
-def alembic_config(connection: sa.Connection | None = None) -> Config:
+def alembic_config(connection: sa.Connection | None = None):
+    from alembic.config import Config
+
     cfg = Config()
     # ConfigParser interpolates '%', which a checkout path may contain.
     cfg.set_main_option("script_location", str(SCRIPT_LOCATION).replace("%", "%%"))
@@ -32,16 +35,21 @@ def alembic_config(connection: sa.Connection | None = None) -> Config:
 
 @lru_cache(maxsize=1)
 def head_revision() -> str | None:
+    from alembic.script import ScriptDirectory
+
     return ScriptDirectory.from_config(alembic_config()).get_current_head()
 
 
 def current_revision(conn: sa.Connection) -> str | None:
-    return MigrationContext.configure(conn).get_current_revision()
+    """The database's revision, read without Alembic (None before the first migration)."""
+    if not sa.inspect(conn).has_table("alembic_version"):
+        return None
+    return conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar()
 
 
 def migrate(engine: sa.Engine, dialect: str) -> bool:
     """Upgrade to head if needed; True when migrations ran."""
-    head = head_revision()
+    head = HEAD
     with engine.connect() as conn:
         at = current_revision(conn)
         conn.rollback()
@@ -62,6 +70,8 @@ def migrate(engine: sa.Engine, dialect: str) -> bool:
                 # SQLite: BEGIN IMMEDIATE (vx_immediate) is the lock.
                 if current_revision(conn) == head:  # another process did it while we waited
                     return False
+                from alembic import command
+
                 command.upgrade(alembic_config(conn), "head")
         finally:
             if dialect == "mysql":

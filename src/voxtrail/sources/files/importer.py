@@ -24,7 +24,7 @@ from voxtrail.sources.formats import Chunk, ParseContext, detect
 from voxtrail.store import Checkpoint, Store
 
 DETECT_BYTES = 64 << 10
-QUEUE_DEPTH = 2
+QUEUE_DEPTH = 1
 
 
 class ImportError_(Exception):
@@ -215,7 +215,8 @@ class Importer:
                 tail = (tail + chunk.data[: parsed.consumed - chunk.start])[-identity.TAIL_BYTES :]
                 advanced = parsed.consumed - position
                 position = parsed.consumed
-                yield batch, _advance(checkpoint, path, position, tail, state), parsed.skipped, advanced
+                encoded = self.store.encode(batch)  # here, in the parsing thread, not the writer's
+                yield encoded, _advance(checkpoint, path, position, tail, state), parsed.skipped, advanced
             if chunks.oversized or chunks.position > position:
                 # Huge lines skipped at the very end: record them and move past.
                 batch = EventBatch.empty()

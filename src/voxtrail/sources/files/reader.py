@@ -15,7 +15,7 @@ from voxtrail.sources.formats import Chunk
 
 GZIP_MAGIC = b"\x1f\x8b"
 UTF8_BOM = b"\xef\xbb\xbf"
-CHUNK_BYTES = 4 << 20
+CHUNK_BYTES = 2 << 20
 # A line longer than this is quarantined by its first bytes instead of being held in memory,
 # so peak memory stays bounded whatever the file holds.
 MAX_LINE_BYTES = 64 << 20
