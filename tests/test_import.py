@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import gzip
+import json
 import os
 import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
@@ -213,3 +217,75 @@ def test_time_zone_of_naive_timestamps(sqlite_url, tmp_path):
         ts = conn.execute(sa.text("SELECT ts FROM tts_events")).scalar_one()
     store.close()
     assert str(ts).startswith("2025-03-01 00:00:00.250")
+
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "logs"
+
+
+def test_every_format_detected_and_imported(store):
+    summary = run(store, str(EXAMPLES / "*"))
+    by_format = {f.format: f.imported for f in summary.files}
+    assert by_format == {"text": 300, "jsonl": 300, "audit": 300, "indextts": 300}
+    assert summary.total("rejected") == 0
+    with store.engine.connect() as conn:
+        failed_blocks = conn.execute(sa.text(
+            "SELECT COUNT(*) FROM tts_events WHERE source_format = 'indextts' AND status = 'failed'")).scalar_one()
+        stages = conn.execute(sa.text(
+            "SELECT COUNT(*) FROM tts_events WHERE source_format = 'indextts' AND gpt_gen_ms IS NOT NULL "
+            "AND s2mel_ms IS NOT NULL AND rtf IS NOT NULL")).scalar_one()
+    log = (EXAMPLES / "webui.log").read_text(encoding="utf-8")
+    assert failed_blocks == log.count("Traceback (most recent call last):")
+    assert stages == log.count(">> RTF:")
+
+
+def test_multiline_blocks_across_chunk_boundaries(db_url, tmp_path):
+    whole, pieces = Store.open(db_url), None
+    try:
+        big = Importer(whole, tz="UTC").run([str(EXAMPLES / "webui.log")])
+        with whole.engine.connect() as conn:
+            expected = conn.execute(sa.text(
+                "SELECT request_id, ts, status, latency_ms, rtf, emotion_vector FROM tts_events ORDER BY request_id")).all()
+    finally:
+        whole.close()
+    shutil.copyfile(EXAMPLES / "webui.log", tmp_path / "webui.log")
+    pieces = Store.open(db_url)
+    try:
+        # a fresh database: same stream id, so the same request ids are expected
+        with pieces.engine.begin() as conn:
+            conn.execute(sa.text("DELETE FROM tts_events"))
+            conn.execute(sa.text("DELETE FROM import_checkpoints"))
+        small = Importer(pieces, tz="UTC", chunk_bytes=4096).run([str(tmp_path / "webui.log")])
+        with pieces.engine.connect() as conn:
+            got = conn.execute(sa.text(
+                "SELECT request_id, ts, status, latency_ms, rtf, emotion_vector FROM tts_events ORDER BY request_id")).all()
+    finally:
+        pieces.close()
+    assert big.total("imported") == small.total("imported") == 300
+    assert got == expected
+
+
+def test_same_audit_records_in_two_files_are_stored_once(store, tmp_path):
+    lines = (EXAMPLES / "audit.jsonl").read_text(encoding="utf-8").splitlines(keepends=True)
+    (tmp_path / "node-a.jsonl").write_text("".join(lines[:200]), encoding="utf-8")
+    (tmp_path / "node-b.jsonl").write_text("".join(lines[100:]), encoding="utf-8")
+    summary = run(store, str(tmp_path / "node-*.jsonl"))
+    assert summary.total("imported") == 300 and summary.total("duplicates") == 100
+    assert stats(store)[0] == 300
+
+
+def test_two_importers_at_once_store_each_line_once(db_url, tmp_path):
+    exp = text_lines(20000, seed=23)
+    write(tmp_path / "tts.log", exp)
+    Store.open(db_url).close()
+    procs = [
+        subprocess.Popen([sys.executable, "-m", "voxtrail", "import", str(tmp_path / "tts.log"), "--db", db_url,
+                          "--tz", "UTC", "--json", "--chunk-bytes", "65536"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for _ in range(2)
+    ]
+    results = [p.communicate(timeout=300) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [r[1] for r in results]
+    imported = sum(json.loads(out)["imported"] for out, _ in results)
+    assert imported == 20000
+    with Store.open(db_url) as store:
+        assert stats(store) == expect(exp)

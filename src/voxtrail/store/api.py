@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 
 from voxtrail.event import EventBatch
-from voxtrail.store.bulk import EncodedBatch, prepare, writer_for
+from voxtrail.store.bulk import EncodedBatch, close_writer, outside_transaction, prepare, writer_for
 from voxtrail.store.checkpoints import Checkpoint, load_checkpoints, save_checkpoint, save_rejects
 from voxtrail.store.engine import StoreError, check_connection, first_line, make_engine, normalize_url
 from voxtrail.store.migrate import migrate
@@ -90,7 +90,11 @@ class Store:
         options = {"vx_immediate": True} if self.dialect == "sqlite" else {}
         for attempt in range(_ATTEMPTS):
             try:
-                with self.engine.connect().execution_options(**options) as conn, conn.begin():
+                with (
+                    self.engine.connect().execution_options(**options) as conn,
+                    outside_transaction(self._writer, conn, encoded.payload),
+                    conn.begin(),
+                ):
                     inserted = self._writer.insert_events(conn, encoded.payload) if encoded.size else 0
                     save_rejects(conn, self.dialect, encoded.rejects, sid, source_file)
                     if checkpoint is not None:
@@ -113,6 +117,7 @@ class Store:
 
     def close(self) -> None:
         self.engine.dispose()
+        close_writer(self._writer)
 
     def __enter__(self) -> "Store":
         return self

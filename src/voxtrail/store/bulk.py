@@ -8,6 +8,7 @@ rows were new; duplicates (an existing request_id) are skipped, never errors.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -44,6 +45,9 @@ class PreparedBatch:
 
 
 class BulkWriter(Protocol):
+    """Optional extras, looked up with getattr: ``attached(conn, payload)``, a context manager
+    entered before the transaction begins, and ``close()``, called by ``Store.close``."""
+
     def encode(self, batch: PreparedBatch) -> Any:
         """Turn the batch into what ``insert_events`` sends (rows, statement text): CPU work
         only, so an importer can do it in its parsing thread while the previous batch commits."""
@@ -74,7 +78,20 @@ _MODULES = {"sqlite": "bulk_sqlite", "postgresql": "bulk_postgresql", "mysql": "
 
 def writer_for(dialect: str) -> BulkWriter:
     module = importlib.import_module(f"voxtrail.store.{_MODULES[dialect]}")
-    return module.WRITER
+    # A writer that holds resources (SQLite's scratch files) gives each store its own.
+    return module.new_writer() if hasattr(module, "new_writer") else module.WRITER
+
+
+def outside_transaction(writer: BulkWriter, conn: sa.Connection, payload: Any):
+    """What the writer sets up on ``conn`` before the transaction begins (SQLite: ATTACH)."""
+    hook = getattr(writer, "attached", None)
+    return hook(conn, payload) if hook is not None and payload is not None else contextlib.nullcontext()
+
+
+def close_writer(writer: BulkWriter) -> None:
+    close = getattr(writer, "close", None)
+    if close is not None:
+        close()
 
 
 def _utc_naive(value: datetime) -> datetime:

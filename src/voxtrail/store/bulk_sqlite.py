@@ -1,21 +1,43 @@
-"""SQLite bulk path: one ``executemany`` on the raw sqlite3 connection.
+"""SQLite bulk path: rows are bound in the encoding thread, copied by SQL in the writer's.
 
-The statement binds only the frame's columns; constants are written into the SQL as literals,
-so a row costs as few parameter bindings as possible. ``ON CONFLICT (request_id) DO NOTHING``
-(not ``INSERT OR IGNORE``, which would also swallow NOT NULL violations) skips duplicates.
-The transaction is the caller's, begun with BEGIN IMMEDIATE by the engine.
+Binding a million Python values holds the GIL; SQLite's own insert work does not. So ``encode``
+(the importer's parsing thread) binds a batch into a throwaway *scratch* database file, and the
+write transaction is one ``INSERT INTO main.tts_events ... SELECT ... FROM vx_slot.rows``: pure C
+that runs while the next batch is parsed. Constants are written into the SQL as literals.
+``ON CONFLICT (request_id) DO NOTHING`` (not ``INSERT OR IGNORE``, which would also swallow NOT
+NULL violations) skips duplicates. The transaction is the caller's (BEGIN IMMEDIATE).
+
+Scratch files live in a private temporary directory per writer (one writer per Store), removed
+by :meth:`SQLiteWriter.close`. The owner holds an flock on a file inside it for its whole life;
+the kernel drops that lock when a process dies, however it dies, so the next writer removes
+directories whose lock it can take: a killed import leaves nothing behind for long. A payload
+holds its slot file until the payload is dropped, so a slot is never refilled while a batch
+that names it may still be written.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import glob
 import math
+import os
+import shutil
+import sqlite3
+import tempfile
+import threading
+import weakref
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Iterable, Iterator
 
 import polars as pl
 import sqlalchemy as sa
 
 from voxtrail.store.bulk import TS_FORMAT, PreparedBatch
+
+#: The alias a slot is attached under: only for the duration of one write, because BEGIN
+#: IMMEDIATE locks every attached database and would block the encoder filling another slot.
+ALIAS = "vx_slot"
 
 
 def _literal(value: Any) -> str | None:
@@ -39,8 +61,98 @@ def _quote(name: str) -> str:
     return '"' + name + '"'
 
 
+class _Slot:
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._conn: sqlite3.Connection | None = None
+
+    def fill(self, width: int, rows: Iterable[tuple]) -> None:
+        if self._conn is None:
+            # Used by one thread at a time (whoever holds the slot), not always the same one.
+            self._conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            self._conn.execute("PRAGMA journal_mode=OFF")
+            self._conn.execute("PRAGMA synchronous=OFF")
+        c = self._conn
+        # Untyped columns: values keep the type they were bound with, and the main table's
+        # column affinities apply on the copy exactly as on a direct insert.
+        c.execute("BEGIN")
+        c.execute("DROP TABLE IF EXISTS rows")
+        c.execute(f"CREATE TABLE rows ({', '.join(f'c{i}' for i in range(width))})")
+        c.executemany(f"INSERT INTO rows VALUES ({', '.join(['?'] * width)})", rows)
+        c.execute("COMMIT")
+
+    def discard(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(self.path)
+
+
+class Scratch:
+    """An encoded batch: the INSERT ... SELECT and the slot file it reads."""
+
+    def __init__(self, sql: str, slot: _Slot) -> None:
+        self.sql = sql
+        self.path = slot.path
+
+
+SCRATCH_PREFIX = "voxtrail-scratch-"
+OWNER_LOCK = "owner.lock"
+
+
+def _make_scratch_dir() -> tuple[str, int]:
+    """A private (0700) directory, locked by this process before any sweeper can see it."""
+    _sweep_abandoned()
+    staging = tempfile.mkdtemp(prefix=".voxtrail-new-")
+    fd = os.open(os.path.join(staging, OWNER_LOCK), os.O_CREAT | os.O_RDWR, 0o600)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    final = os.path.join(os.path.dirname(staging), SCRATCH_PREFIX + os.path.basename(staging)[len(".voxtrail-new-"):])
+    os.rename(staging, final)
+    return final, fd
+
+
+def _sweep_abandoned() -> None:
+    """Remove scratch directories of processes that died without cleaning up."""
+    for directory in glob.glob(os.path.join(tempfile.gettempdir(), SCRATCH_PREFIX + "*")):
+        try:
+            fd = os.open(os.path.join(directory, OWNER_LOCK), os.O_RDWR)
+        except OSError:
+            continue  # not ours to judge (another user's, or already gone)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)  # its owner is alive
+            continue
+        shutil.rmtree(directory, ignore_errors=True)
+        os.close(fd)
+
+
 class SQLiteWriter:
-    def encode(self, batch: PreparedBatch) -> tuple[str, list[tuple]]:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._dir: str | None = None
+        self._dir_lock_fd: int | None = None
+        self._free: list[_Slot] = []
+        self._made = 0
+
+    def _take(self) -> _Slot:
+        with self._lock:
+            if self._free:
+                return self._free.pop()
+            if self._dir is None:
+                self._dir, self._dir_lock_fd = _make_scratch_dir()  # mode 0700: rows hold texts
+            self._made += 1
+            return _Slot(os.path.join(self._dir, f"slot{self._made}.db"))
+
+    def _give_back(self, slot: _Slot) -> None:
+        with self._lock:
+            if self._dir is not None and os.path.dirname(slot.path) == self._dir:
+                self._free.append(slot)
+                return
+        slot.discard()  # its directory was closed meanwhile
+
+    def encode(self, batch: PreparedBatch) -> Scratch:
         frame = batch.frame
         # ingested_at as one literal per batch: a DEFAULT expression costs a strftime per row.
         constants = {**batch.constants, "ingested_at": datetime.now(timezone.utc).replace(tzinfo=None)}
@@ -53,22 +165,54 @@ class SQLiteWriter:
                 literals[name] = lit
         bound = frame.columns
         names = ", ".join(_quote(n) for n in [*bound, *literals])
-        values = ", ".join(["?"] * len(bound) + list(literals.values()))
-        sql = f"INSERT INTO tts_events ({names}) VALUES ({values}) ON CONFLICT (request_id) DO NOTHING"
-        columns = []
-        for name in bound:
-            series = frame[name]
-            if series.dtype == pl.Datetime:
-                series = series.dt.strftime(TS_FORMAT)
-            columns.append(series.to_list())
-        return sql, list(zip(*columns))
+        values = ", ".join([f"c{i}" for i in range(len(bound))] + list(literals.values()))
+        # WHERE true: without it SQLite would parse ON CONFLICT as a join constraint.
+        sql = (
+            f"INSERT INTO main.tts_events ({names}) SELECT {values} FROM {ALIAS}.rows "
+            "WHERE true ORDER BY rowid ON CONFLICT (request_id) DO NOTHING"
+        )
+        frame = frame.with_columns(pl.col(pl.Datetime).dt.strftime(TS_FORMAT))
+        slot = self._take()
+        try:
+            slot.fill(len(bound), frame.rows())
+        except BaseException:
+            slot.discard()
+            raise
+        payload = Scratch(sql, slot)
+        weakref.finalize(payload, self._give_back, slot)
+        return payload
 
-    def insert_events(self, conn: sa.Connection, encoded: tuple[str, list[tuple]]) -> int:
-        sql, rows = encoded
+    @contextlib.contextmanager
+    def attached(self, conn: sa.Connection, payload: Scratch) -> Iterator[None]:
+        """Attach the payload's slot; call outside a transaction (SQLite refuses ATTACH in one)."""
+        raw = conn.connection.driver_connection
+        raw.execute(f"ATTACH DATABASE ? AS {ALIAS}", (payload.path,))
+        try:
+            yield
+        finally:
+            try:
+                raw.execute(f"DETACH DATABASE {ALIAS}")
+            except sqlite3.Error:
+                conn.invalidate()  # never hand a connection with a stale attachment back to the pool
+
+    def insert_events(self, conn: sa.Connection, payload: Scratch) -> int:
         raw = conn.connection.driver_connection
         before = raw.total_changes
-        raw.executemany(sql, rows)
+        raw.execute(payload.sql)
         return raw.total_changes - before
 
+    def close(self) -> None:
+        with self._lock:
+            free, self._free = self._free, []
+            directory, self._dir = self._dir, None
+            lock_fd, self._dir_lock_fd = self._dir_lock_fd, None
+        for slot in free:
+            slot.discard()
+        if directory is not None:
+            shutil.rmtree(directory, ignore_errors=True)
+        if lock_fd is not None:
+            os.close(lock_fd)
 
-WRITER = SQLiteWriter()
+
+def new_writer() -> SQLiteWriter:
+    return SQLiteWriter()
