@@ -96,3 +96,7 @@ def test_help_explains():
     assert proc.returncode == 0
     for word in ("--db", "--format", "--tz", "--json", "exactly once"):
         assert word in " ".join(proc.stdout.split())
+
+
+def test_directory_instead_of_files(tmp_path):
+    assert_one_line_error(voxtrail("import", str(tmp_path), "--db", f"sqlite:///{tmp_path}/v.db"), "is a directory")

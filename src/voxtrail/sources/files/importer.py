@@ -74,6 +74,8 @@ def expand_paths(patterns: Iterable[str], *, allow_missing: bool = False) -> lis
     """Files named by paths or globs, each once, in a stable order (oldest rotation first)."""
     found: list[str] = []
     for pattern in patterns:
+        if not glob.has_magic(pattern) and os.path.isdir(pattern):
+            raise ImportError_(f"{pattern} is a directory: name files, or a quoted glob such as '{pattern.rstrip('/')}/*.log'")
         matches = sorted(glob.glob(pattern)) if glob.has_magic(pattern) else [pattern]
         matches = [m for m in matches if not os.path.isdir(m)]
         if not matches and not allow_missing:

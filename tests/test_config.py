@@ -1,0 +1,46 @@
+"""Settings resolve flags, then VOXTRAIL_* variables, then the TOML file, then defaults."""
+
+import pytest
+
+from voxtrail import config
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch, tmp_path):
+    for name in ("VOXTRAIL_DB", "VOXTRAIL_TZ", "VOXTRAIL_CONFIG"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.chdir(tmp_path)
+
+
+def test_defaults():
+    settings = config.load()
+    assert settings.db == "sqlite:///voxtrail.db"
+    assert settings.tz == config.local_timezone()
+
+
+def test_precedence(monkeypatch, tmp_path):
+    (tmp_path / "voxtrail.toml").write_text('db = "sqlite:///from-file.db"\ntz = "Europe/Berlin"\n')
+    assert config.load() == config.Settings("sqlite:///from-file.db", "Europe/Berlin")
+    monkeypatch.setenv("VOXTRAIL_DB", "sqlite:///from-env.db")
+    monkeypatch.setenv("VOXTRAIL_TZ", "Asia/Shanghai")
+    assert config.load() == config.Settings("sqlite:///from-env.db", "Asia/Shanghai")
+    assert config.load(db="sqlite:///flag.db", tz="UTC") == config.Settings("sqlite:///flag.db", "UTC")
+
+
+def test_explicit_config_file(monkeypatch, tmp_path):
+    path = tmp_path / "other.toml"
+    path.write_text('tz = "America/New_York"\n')
+    monkeypatch.setenv("VOXTRAIL_CONFIG", str(path))
+    assert config.load().tz == "America/New_York"
+
+
+@pytest.mark.parametrize("content, message", [("db = ", "not valid TOML"), ('tz = "Nowhere/Atlantis"', "unknown time zone")])
+def test_bad_settings_are_clear_errors(tmp_path, content, message):
+    (tmp_path / "voxtrail.toml").write_text(content)
+    with pytest.raises(config.ConfigError, match=message):
+        config.load()
+
+
+def test_missing_config_file():
+    with pytest.raises(config.ConfigError, match="does not exist"):
+        config.load(config_file="nope.toml")
