@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import math
 import os
@@ -14,6 +15,7 @@ import pytest
 import sqlalchemy as sa
 
 from test_store import checkpoint, make_batch
+from voxtrail.event import polars_schema
 from voxtrail.event import EventBatch
 from voxtrail.store import Store, StoreError
 
@@ -133,3 +135,149 @@ def test_scratch_of_a_killed_process_is_swept(tmp_path):
         assert not os.path.exists(left)
         assert os.path.isdir(store._writer._dir)  # a live writer's own directory stays
         del mine
+
+
+# --- the slot is filled by ADBC's SQLite driver from the frame's Arrow stream ---------------
+
+_ROUND_TRIP_COLUMNS = ["request_id", "ts", "status", "emotion", "latency_ms", "text_length", "text_input",
+                       "emotion_vector", "attributes", "rtf", "user_id", "error_message", "emo_alpha", "ingested_at"]
+
+
+def _tricky_batch() -> EventBatch:
+    long_text = ("长文本" + "x'\"\x00" * 10) * 3000  # over 100 KB, NULs and quotes throughout
+    texts = ["a\x00b", "it's \"quoted\"", "中文，愤怒", None, long_text, "", "\u2028line\nbreak\ttab", "\x00"]
+    n = len(texts)
+    frame = pl.DataFrame(
+        {
+            "request_id": [f"rt-{i}" for i in range(n)],
+            "ts": [datetime(2025, 3, 1, 12, 0, 0, 123456), datetime(1970, 1, 1), datetime(2025, 12, 31, 23, 59, 59, 999999),
+                   datetime(2000, 2, 29, 0, 0, 0, 1), datetime(2025, 3, 1), datetime(2025, 3, 1, 0, 0, 1),
+                   datetime(9999, 12, 31), datetime(1900, 1, 1)],
+            "status": ["success", "failed"] * (n // 2),
+            "emotion": ["愤怒", None, "happy", "温柔", "it's", "", "a\x00b", "x"],
+            "latency_ms": [math.nan, math.inf, -math.inf, None, 0.1, -0.0, 1e-300, 1.7976931348623157e308],
+            "text_length": [None, 2**62, -1, 0, 7, 2**63 - 1, -(2**63), 42],
+            "text_input": texts,
+            "emotion_vector": ["[0.1, 0.2, 0, 0, 0, 0, 0, 0.7]", None, "[]", '{"a": "中"}', "[1e308]", "null", "1", "\"s\""],
+            "attributes": ['{"ts_estimated": true}', None, '{"k": "it\'s"}', "{}", '{"n": null}', '{"x": "\\u0000"}', "{}", None],
+        },
+        schema=polars_schema(["request_id", "ts", "status", "emotion", "latency_ms", "text_length", "text_input",
+                              "emotion_vector", "attributes"]),
+    )
+    # Constants that cannot be SQL literals go through the slot as columns too.
+    constants = {"source": "file", "rtf": math.nan, "user_id": "u\x00ser", "error_message": "中'\x00",
+                 "emo_alpha": math.inf}
+    return EventBatch(frame, constants=constants)
+
+
+def _stored(conn, table: str) -> list[tuple]:
+    cols = ", ".join(f'"{c}", typeof("{c}")' for c in _ROUND_TRIP_COLUMNS if c != "ingested_at")
+    return conn.exec_driver_sql(f"SELECT {cols} FROM {table} ORDER BY request_id").all()
+
+
+def test_values_arrive_as_a_per_row_insert_would_store_them(sqlite_url):
+    """Reference: the same rows bound one by one by the stdlib into a copy of the table."""
+    batch = _tricky_batch()
+    with Store.open(sqlite_url) as store:
+        assert store.write(batch).inserted == batch.frame.height
+        with store.engine.connect() as conn:
+            ddl = conn.exec_driver_sql("SELECT sql FROM sqlite_master WHERE name = 'tts_events'").scalar()
+            conn.exec_driver_sql(ddl.replace("tts_events", "ref", 1))
+            frame = batch.frame.with_columns(
+                pl.col("ts").dt.strftime("%Y-%m-%d %H:%M:%S.%6f"),
+                *(pl.lit(v).alias(k) for k, v in batch.constants.items()),
+                pl.lit("2025-01-01 00:00:00.000000").alias("ingested_at"),
+            ).select(_ROUND_TRIP_COLUMNS + ["source"])
+            names = ", ".join(f'"{c}"' for c in frame.columns)
+            raw = conn.connection.driver_connection
+            raw.executemany(f"INSERT INTO ref ({names}) VALUES ({', '.join('?' * frame.width)})", frame.rows())
+            stored, ref = _stored(conn, "tts_events"), _stored(conn, "ref")
+    assert len(stored) == batch.frame.height
+    for got, want in zip(stored, ref):
+        assert got == want  # value and storage class, column by column
+    by_id = {r[0]: r for r in stored}
+    assert by_id["rt-0"][2:4] == ("2025-03-01 12:00:00.123456", "text")
+    assert by_id["rt-0"][8] is None  # NaN is stored as NULL, as SQLite stores a bound NaN
+    assert by_id["rt-1"][8:10] == (math.inf, "real") and by_id["rt-2"][8] == -math.inf
+    assert by_id["rt-1"][10:12] == (2**62, "integer") and by_id["rt-5"][10] == 2**63 - 1
+    assert by_id["rt-0"][12:14] == ("a\x00b", "text") and by_id["rt-3"][12:14] == (None, "null")
+    assert len(by_id["rt-4"][12]) > 100_000 and by_id["rt-4"][12] == batch.frame["text_input"][4]
+    assert by_id["rt-7"][12] == "\x00"
+    assert {r[20] for r in stored} == {"u\x00ser"} and {r[22] for r in stored} == {"中'\x00"}
+    assert {r[18] for r in stored} == {None} and {r[24] for r in stored} == {math.inf}
+
+
+def _open_slot_files(directory: str) -> list[str]:
+    """Slot files this process holds a descriptor on (either SQLite library's)."""
+    held = []
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):
+            target = os.readlink(f"/proc/self/fd/{fd}")
+            if target.startswith(directory) and ".db" in target:
+                held.append(target)
+    return held
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc")
+def test_adbc_opens_only_fresh_slot_files_and_closes_them_before_encode_returns(sqlite_url, monkeypatch):
+    from voxtrail.store import bulk_sqlite
+
+    driver, manager = bulk_sqlite._adbc_modules()
+    opened: list[str] = []
+
+    class Recording:
+        @staticmethod
+        def connect(path):
+            assert not os.path.exists(path)  # a new file: no stdlib connection can hold it
+            opened.append(path)
+            return driver.connect(path)
+
+    monkeypatch.setattr(bulk_sqlite, "_adbc", (Recording, manager))
+    with Store.open(sqlite_url) as store:
+        db_path = store.engine.url.database
+        pending = []
+        for k in range(4):
+            pending.append(store.encode(make_batch(50, prefix=f"a{k}-")))
+            scratch = _scratch_dir(store)
+            assert _open_slot_files(scratch) == []  # ADBC closed the file before handing it over
+            if k % 2:
+                for encoded in pending:
+                    assert store.write(encoded).inserted == 50
+                    assert _open_slot_files(scratch) == []  # DETACHed after the write
+                del encoded
+                pending.clear()
+                gc.collect()
+        assert store.count() == 200
+    assert len(opened) == 4 and all(os.path.dirname(p) == scratch for p in opened)
+    assert len(set(opened)) == 2  # slots were reused once their payloads were gone
+    assert os.path.realpath(db_path) not in {os.path.realpath(p) for p in opened}
+
+
+def test_a_failed_fill_removes_its_slot_and_the_store_goes_on(sqlite_url, monkeypatch):
+    from voxtrail.store import bulk_sqlite
+
+    with Store.open(sqlite_url) as store:
+        store.write(make_batch(10))
+        real = bulk_sqlite._Slot.fill
+
+        def failing(self, frame):
+            real(self, frame)
+            raise RuntimeError("boom")
+
+        monkeypatch.setattr(bulk_sqlite._Slot, "fill", failing)
+        with pytest.raises(RuntimeError, match="boom"):
+            store.encode(make_batch(10, prefix="f"))
+        monkeypatch.setattr(bulk_sqlite._Slot, "fill", real)
+        gc.collect()
+        assert store.write(make_batch(10, prefix="g")).inserted == 10
+        assert store.count() == 20
+
+
+def test_cli_start_up_does_not_load_adbc_or_pyarrow():
+    import subprocess
+    import sys
+
+    code = ("import sys, voxtrail.cli\n"
+            "print(sorted(m for m in sys.modules if m.startswith(('adbc_driver', 'pyarrow'))))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    assert out.stdout.strip() == "[]"

@@ -1,7 +1,8 @@
-"""SQLite bulk path: rows are bound in the encoding thread, copied by SQL in the writer's.
+"""SQLite bulk path: rows are staged in the encoding thread, copied by SQL in the writer's.
 
 Binding a million Python values holds the GIL; SQLite's own insert work does not. So ``encode``
-(the importer's parsing thread) binds a batch into a throwaway *scratch* database file, and the
+(the importer's parsing thread) ingests the batch's Arrow columns into a throwaway *scratch*
+database file with ADBC's SQLite driver (no Python object per value), and the
 write transaction is one ``INSERT INTO main.tts_events ... SELECT ... FROM vx_slot.rows``: pure C
 that runs while the next batch is parsed. Constants are written into the SQL as literals.
 ``ON CONFLICT (request_id) DO NOTHING`` (not ``INSERT OR IGNORE``, which would also swallow NOT
@@ -28,7 +29,7 @@ import tempfile
 import threading
 import weakref
 from datetime import datetime, timezone
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterator
 
 import polars as pl
 import sqlalchemy as sa
@@ -61,30 +62,65 @@ def _quote(name: str) -> str:
     return '"' + name + '"'
 
 
+_adbc: tuple[Any, Any] | None = None
+
+
+def _adbc_modules() -> tuple[Any, Any]:
+    """ADBC's SQLite driver and manager, imported on first use (not at CLI start-up).
+
+    The low-level API takes the polars frame through the Arrow C stream interface; the DB-API
+    module is not used because it imports pyarrow (~95 MB of resident libraries) when present.
+    """
+    global _adbc
+    if _adbc is None:
+        import adbc_driver_manager
+        import adbc_driver_sqlite
+
+        _adbc = (adbc_driver_sqlite, adbc_driver_manager)
+    return _adbc
+
+
 class _Slot:
+    """One scratch file. ADBC's driver fills it; the writer's stdlib connection attaches it.
+
+    ADBC's driver bundles its own copy of the SQLite library, and two copies must never have
+    the same file open at once in one process (POSIX locks are per process: one copy closing
+    its descriptor drops the other's locks). So ADBC opens nothing but slot files, each fill
+    starts from a newly created file (a new inode, which no stdlib connection can hold), and
+    ADBC's database handle is closed before the payload naming the slot exists. The stdlib side
+    opens a slot only while that payload is written (ATTACH ... DETACH), and a slot is refilled
+    only once the payload naming it is gone.
+    """
+
     def __init__(self, path: str) -> None:
         self.path = path
-        self._conn: sqlite3.Connection | None = None
 
-    def fill(self, width: int, rows: Iterable[tuple]) -> None:
-        if self._conn is None:
-            # Used by one thread at a time (whoever holds the slot), not always the same one.
-            self._conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-            self._conn.execute("PRAGMA journal_mode=OFF")
-            self._conn.execute("PRAGMA synchronous=OFF")
-        c = self._conn
-        # Untyped columns: values keep the type they were bound with, and the main table's
-        # column affinities apply on the copy exactly as on a direct insert.
-        c.execute("BEGIN")
-        c.execute("DROP TABLE IF EXISTS rows")
-        c.execute(f"CREATE TABLE rows ({', '.join(f'c{i}' for i in range(width))})")
-        c.executemany(f"INSERT INTO rows VALUES ({', '.join(['?'] * width)})", rows)
-        c.execute("COMMIT")
+    def fill(self, frame: pl.DataFrame) -> None:
+        driver, manager = _adbc_modules()
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(self.path)
+        with contextlib.ExitStack() as stack:
+            db = driver.connect(self.path)
+            stack.callback(db.close)
+            conn = manager.AdbcConnection(db)  # autocommit: the ingest is its own transaction
+            stack.callback(conn.close)
+            stmt = manager.AdbcStatement(conn)
+            stack.callback(stmt.close)
+            for pragma in ("PRAGMA journal_mode=OFF", "PRAGMA synchronous=OFF"):
+                stmt.set_sql_query(pragma)
+                stmt.execute_update()
+            # Column types come from the Arrow types (REAL, INTEGER; string views get none):
+            # values keep their type, and the main table's affinities apply on the copy.
+            stmt.set_options(
+                **{
+                    manager.INGEST_OPTION_TARGET_TABLE: "rows",
+                    manager.INGEST_OPTION_MODE: manager.INGEST_OPTION_MODE_CREATE,
+                }
+            )
+            stmt.bind_stream(frame)  # the Arrow C stream interface: no Python object per value
+            stmt.execute_update()  # runs without the GIL
 
     def discard(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
         with contextlib.suppress(FileNotFoundError):
             os.remove(self.path)
 
@@ -172,9 +208,10 @@ class SQLiteWriter:
             "WHERE true ORDER BY rowid ON CONFLICT (request_id) DO NOTHING"
         )
         frame = frame.with_columns(pl.col(pl.Datetime).dt.strftime(TS_FORMAT))
+        frame = frame.rename({name: f"c{i}" for i, name in enumerate(bound)})
         slot = self._take()
         try:
-            slot.fill(len(bound), frame.rows())
+            slot.fill(frame)
         except BaseException:
             slot.discard()
             raise
