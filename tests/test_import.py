@@ -289,3 +289,34 @@ def test_two_importers_at_once_store_each_line_once(db_url, tmp_path):
     assert imported == 20000
     with Store.open(db_url) as store:
         assert stats(store) == expect(exp)
+
+
+def test_damaged_gzip_is_reported_and_other_files_still_import(store, tmp_path):
+    exp = text_lines(100, seed=24)
+    write(tmp_path / "good.log", exp)
+    payload = "".join(text_lines(5000, seed=25).lines).encode()
+    (tmp_path / "bad.log.gz").write_bytes(gzip.compress(payload)[:3000])
+    summary = run(store, str(tmp_path / "good.log"), str(tmp_path / "bad.log.gz"))
+    by_path = {os.path.basename(f.path): f for f in summary.files}
+    assert by_path["good.log"].imported == 100
+    assert by_path["bad.log.gz"].status == "error" and "gzip" in by_path["bad.log.gz"].message
+    assert stats(store)[0] >= 100
+
+
+def test_huge_line_is_quarantined_not_held(store, tmp_path, monkeypatch):
+    from voxtrail.sources.files import reader
+
+    monkeypatch.setattr(reader, "MAX_LINE_BYTES", 100_000)
+    exp = text_lines(20, seed=26)
+    log = tmp_path / "tts.log"
+    with open(log, "w", encoding="utf-8") as f:
+        f.writelines(exp.lines[:10])
+        huge_at = f.tell()
+        f.write("[2025-03-01 00:00:00] INFO - " + "x" * 300_000 + "\n")
+        f.writelines(exp.lines[10:])
+    summary = run(store, str(log), chunk_bytes=16384)
+    assert summary.total("imported") == 20 and summary.total("rejected") == 1
+    with store.engine.connect() as conn:
+        offset, reason = conn.execute(sa.text("SELECT source_offset, reason FROM tts_rejects")).one()
+    assert offset == huge_at and "longer than" in reason
+    assert stats(store) == expect(exp)
