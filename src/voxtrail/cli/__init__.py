@@ -14,6 +14,7 @@ import click
 from voxtrail import __version__
 from voxtrail.cli import import_cmd
 from voxtrail.cli.schema_cmd import schema_command
+from voxtrail.cli.status_cmd import status_command
 from voxtrail.cli.output import fail
 
 # Exit statuses, documented in the README.
@@ -33,6 +34,7 @@ def app() -> None:
 
 import_cmd.register(app)
 app.add_command(schema_command)
+app.add_command(status_command)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -5,38 +5,15 @@ from __future__ import annotations
 import os
 import signal
 import threading
-from contextlib import contextmanager
-from typing import Iterator
 
 import click
 
-from voxtrail import config
+from voxtrail.cli.common import import_options, opened_store
 from voxtrail.cli.output import byte_progress, err_console, fail, print_json, print_json_line
 from voxtrail.sources.files import reader
 from voxtrail.sources.files.importer import Importer, ImportError_, Summary, expand_paths
-from voxtrail.store import Store, StoreError
 
 EXIT_PARTIAL = 1
-FORMATS = ["auto", "text", "jsonl", "audit", "indextts"]
-
-
-def _common(command):
-    """Options shared by import and tail (applied bottom-up, so listed in reverse)."""
-    options = [
-        click.option("--config", "config_file", metavar="PATH",
-                     help="TOML file with settings (db, tz). Env: VOXTRAIL_CONFIG. Default: ./voxtrail.toml if present."),
-        click.option("--tz", metavar="ZONE",
-                     help="Time zone of timestamps that carry none (IANA name, e.g. Asia/Shanghai). "
-                          "Default: the machine's. Env: VOXTRAIL_TZ."),
-        click.option("--format", "-f", "fmt", type=click.Choice(FORMATS), default="auto", show_default=True,
-                     help="Log format; auto detects text, jsonl, audit and indextts from the file's first lines."),
-        click.option("--db", metavar="URL",
-                     help="Database as a SQLAlchemy URL: sqlite:///voxtrail.db (default), "
-                          "postgresql://user@host/db, mysql://user@host/db. Env: VOXTRAIL_DB."),
-    ]
-    for option in options:
-        command = option(command)
-    return command
 
 
 def register(app: click.Group) -> None:
@@ -46,7 +23,7 @@ def register(app: click.Group) -> None:
 
 @click.command("import")
 @click.argument("paths", nargs=-1, required=True, metavar="PATH...")
-@_common
+@import_options
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary (imported, duplicates, rejected, ...) on stdout.")
 @click.option("--progress/--no-progress", default=True, help="Show a progress bar on a terminal.")
 @click.option("--chunk-bytes", type=click.IntRange(min=4096), default=reader.CHUNK_BYTES, hidden=True)
@@ -59,7 +36,7 @@ def import_command(paths, db, fmt, tz, config_file, as_json, progress, chunk_byt
     kept in the tts_rejects table with the reason, and the import goes on.
     """
     files = _expand(paths)
-    with _opened(db, tz, config_file) as (store, settings):
+    with opened_store(db, tz, config_file) as (store, settings):
         total = sum(os.path.getsize(p) for p in files)
         with byte_progress(total, progress and not as_json, "importing") as advance:
             importer = Importer(store, fmt=fmt, tz=settings.tz, progress=advance, chunk_bytes=chunk_bytes)
@@ -71,7 +48,7 @@ def import_command(paths, db, fmt, tz, config_file, as_json, progress, chunk_byt
 
 @click.command("tail")
 @click.argument("paths", nargs=-1, required=True, metavar="PATH...")
-@_common
+@import_options
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object per import pass that stored something.")
 @click.option("--interval", type=click.FloatRange(min=0.05), default=1.0, show_default=True,
               help="Seconds between checks when no file event arrives.")
@@ -83,7 +60,7 @@ def tail_command(paths, db, fmt, tz, config_file, as_json, interval) -> None:
     """
     from voxtrail.sources.files.follow import follow  # watchdog: only when following
 
-    with _opened(db, tz, config_file) as (store, settings):
+    with opened_store(db, tz, config_file) as (store, settings):
         importer = Importer(store, fmt=fmt, tz=settings.tz)
         stop = threading.Event()
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -99,21 +76,6 @@ def _expand(paths: list[str]) -> list[str]:
         return expand_paths(paths)
     except ImportError_ as exc:
         fail(str(exc))
-
-
-@contextmanager
-def _opened(db: str | None, tz: str | None, config_file: str | None) -> Iterator[tuple[Store, config.Settings]]:
-    try:
-        settings = config.load(db=db, tz=tz, config_file=config_file)
-        store = Store.open(settings.db)
-    except (config.ConfigError, StoreError) as exc:
-        fail(str(exc))
-    try:
-        yield store, settings
-    except StoreError as exc:
-        fail(str(exc))
-    finally:
-        store.close()
 
 
 def _interruptible(run):
