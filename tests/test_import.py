@@ -320,3 +320,19 @@ def test_huge_line_is_quarantined_not_held(store, tmp_path, monkeypatch):
         offset, reason = conn.execute(sa.text("SELECT source_offset, reason FROM tts_rejects")).one()
     assert offset == huge_at and "longer than" in reason
     assert stats(store) == expect(exp)
+
+
+def test_restarted_service_rewriting_the_same_head_each_time(store, tmp_path):
+    """`python webui.py > tts.log` after each restart: the same first KB, then new lines.
+
+    Each rewrite is a new stream, including the third and fourth with that beginning."""
+    head = text_lines(15, seed=79)
+    assert len("".join(head.lines)) > 1024
+    log = tmp_path / "tts.log"
+    total = 0
+    for restart, n in enumerate((30, 12, 20, 5)):
+        write(log, head.add(text_lines(n, seed=80 + restart)))  # truncates and rewrites
+        imported = run(store, str(log)).total("imported")
+        assert imported == 15 + n, restart
+        total += imported
+    assert stats(store)[0] == total

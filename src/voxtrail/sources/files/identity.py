@@ -48,35 +48,42 @@ def resolve(path: str, head: bytes, known: dict[str, Checkpoint], fmt: str) -> R
     """
     if not head:
         return None
-    match = _best_match(head, known.values())
-    if match is None:
+    candidates = _matches(head, known.values())
+    for cp in candidates:
+        if _continues(path, cp):
+            _grow_fingerprint(cp, head)
+            cp.path = path
+            return Resolution(cp, False, "resumed")
+    if not candidates:
         return Resolution(_new_checkpoint(path, head, stream_id_for(head), fmt), True, "new")
-    if not _continues(path, match):
-        # Same beginning, different content up to the checkpoint: the file was truncated and
-        # rewritten. It is a new stream, whose id must differ from the old one's.
-        new_id = sha256((match.stream_id + ":" + match.fp_hash + ":" + str(match.offset)).encode())[:16]
-        if new_id in known:
-            return Resolution(known[new_id], False, "resumed")
-        return Resolution(_new_checkpoint(path, head, new_id, fmt), True, "rewritten")
-    if match.fp_len < min(len(head), FINGERPRINT_BYTES):
-        # The file has grown past what identified it: identify it by more from now on.
-        match.fp_len = min(len(head), FINGERPRINT_BYTES)
-        match.fp_hash = sha256(head[: match.fp_len])
-    match.path = path
-    return Resolution(match, False, "resumed")
+    # Same beginning as streams already read, but none of them continues here: the file was
+    # truncated and rewritten (a service restarted with `> tts.log` prints the same banner).
+    # It is a new stream; its id must differ from every earlier one with this beginning.
+    generation = len(candidates)
+    while (new_id := sha256(head[: identity_len(head)] + b"\0" + str(generation).encode())[:16]) in known:
+        generation += 1
+    return Resolution(_new_checkpoint(path, head, new_id, fmt), True, "rewritten")
+
+
+def identity_len(head: bytes) -> int:
+    return min(len(head), FINGERPRINT_BYTES)
 
 
 def tail_hash(data_before_offset: bytes) -> str:
     return sha256(data_before_offset[-TAIL_BYTES:])
 
 
-def _best_match(head: bytes, checkpoints) -> Checkpoint | None:
-    best: Checkpoint | None = None
-    for cp in checkpoints:
-        if cp.fp_len <= len(head) and sha256(head[: cp.fp_len]) == cp.fp_hash:
-            if best is None or (cp.fp_len, cp.offset) > (best.fp_len, best.offset):
-                best = cp
-    return best
+def _matches(head: bytes, checkpoints) -> list[Checkpoint]:
+    """Streams whose fingerprint this head has, most specific and furthest read first."""
+    found = [cp for cp in checkpoints if cp.fp_len <= len(head) and sha256(head[: cp.fp_len]) == cp.fp_hash]
+    return sorted(found, key=lambda cp: (cp.fp_len, cp.offset), reverse=True)
+
+
+def _grow_fingerprint(cp: Checkpoint, head: bytes) -> None:
+    """A file that has grown past what identified it is identified by more from now on."""
+    if cp.fp_len < identity_len(head):
+        cp.fp_len = identity_len(head)
+        cp.fp_hash = sha256(head[: cp.fp_len])
 
 
 def _continues(path: str, cp: Checkpoint) -> bool:
@@ -94,7 +101,7 @@ def _continues(path: str, cp: Checkpoint) -> bool:
 
 
 def _new_checkpoint(path: str, head: bytes, stream_id: str, fmt: str) -> Checkpoint:
-    fp_len = min(len(head), FINGERPRINT_BYTES)
+    fp_len = identity_len(head)
     start = reader.first_line_start(head)
     return Checkpoint(
         stream_id=stream_id,
