@@ -336,3 +336,25 @@ def test_restarted_service_rewriting_the_same_head_each_time(store, tmp_path):
         assert imported == 15 + n, restart
         total += imported
     assert stats(store)[0] == total
+
+
+def test_file_vanishing_during_import_is_reported(store, tmp_path, monkeypatch):
+    from voxtrail.sources.files import reader
+
+    write(tmp_path / "a.log", text_lines(10, seed=90))
+    write(tmp_path / "b.log", text_lines(10, seed=91))
+    real_open = reader.open_content
+    opened: list[str] = []
+
+    def open_and_vanish(path):
+        opened.append(path)
+        # a.log disappears after its head was read and before its lines are
+        if path.endswith("a.log") and opened.count(path) == 2:
+            os.remove(path)
+        return real_open(path)
+
+    monkeypatch.setattr(reader, "open_content", open_and_vanish)
+    summary = run(store, str(tmp_path / "a.log"), str(tmp_path / "b.log"))
+    by_name = {os.path.basename(f.path): f for f in summary.files}
+    assert by_name["a.log"].status == "error" and "cannot read" in by_name["a.log"].message
+    assert by_name["b.log"].imported == 10

@@ -158,7 +158,9 @@ class Importer:
         try:
             self._pump(path, checkpoint, fmt_name, result)
         except reader.TruncatedCompressedFile as exc:
-            result.status, result.message = "error", f"{path} is a damaged or incomplete gzip file: {exc}"
+            _failed(result, f"{path} is a damaged or incomplete gzip file: {exc}")
+        except OSError as exc:  # removed or made unreadable while being read: the others go on
+            _failed(result, f"cannot read {path}: {exc.strerror or exc}")
         return result
 
     def _format_for(self, checkpoint: Checkpoint, head: bytes, is_new: bool) -> str | None:
