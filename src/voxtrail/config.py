@@ -30,14 +30,12 @@ def local_timezone() -> str:
     tz = os.environ.get("TZ", "").lstrip(":")
     if tz and _valid_tz(tz):
         return tz
-    try:
-        target = os.path.realpath("/etc/localtime")
-        if "zoneinfo/" in target:
-            name = target.split("zoneinfo/", 1)[1]
-            if _valid_tz(name):
-                return name
-    except OSError:
-        pass
+    # /etc/localtime is a symlink into the zoneinfo database on most Linux systems.
+    target = os.path.realpath("/etc/localtime")
+    if "zoneinfo/" in target:
+        name = target.split("zoneinfo/", 1)[1]
+        if _valid_tz(name):
+            return name
     timezone_file = Path("/etc/timezone")
     if timezone_file.exists():
         name = timezone_file.read_text().strip()
