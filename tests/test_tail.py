@@ -59,3 +59,41 @@ def test_tail_follows_appends_and_rotation(db_url, tmp_path):
     store.close()
     assert (total, distinct) == (60, 60)
     assert "Traceback" not in err
+
+
+def test_follow_waits_out_a_database_outage(sqlite_url, tmp_path):
+    """Writes failing for a while (server down) delay the import; nothing is lost or doubled."""
+    import threading
+
+    from voxtrail.sources.files.follow import follow
+    from voxtrail.sources.files.importer import Importer
+    from voxtrail.store import StoreError
+
+    class FlakyStore(Store):
+        failures_left = 3
+
+        def write(self, *args, **kwargs):
+            if FlakyStore.failures_left:
+                FlakyStore.failures_left -= 1
+                raise StoreError("writing to the database failed: server closed the connection")
+            return super().write(*args, **kwargs)
+
+    store = FlakyStore.open(sqlite_url)
+    log = tmp_path / "tts.log"
+    exp = text_lines(40, seed=55)
+    append(log, exp.lines[:20])
+    stop, errors = threading.Event(), []
+    worker = threading.Thread(target=follow, args=(Importer(store, tz="UTC"), [str(log)]),
+                              kwargs={"stop": stop, "poll_interval": 0.05, "on_error": errors.append})
+    worker.start()
+    try:
+        wait_for_count(store.engine, 20, timeout=20)
+        append(log, exp.lines[20:])
+        wait_for_count(store.engine, 40, timeout=20)
+    finally:
+        stop.set()
+        worker.join(timeout=30)
+    assert len(errors) == 3
+    with store.engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT COUNT(DISTINCT request_id), COUNT(*) FROM tts_events")).one() == (40, 40)
+    store.close()
