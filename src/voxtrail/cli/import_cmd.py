@@ -11,7 +11,7 @@ import click
 from voxtrail.cli.common import import_options, opened_store
 from voxtrail.cli.output import byte_progress, err_console, fail, print_json, print_json_line
 from voxtrail.sources.files import reader
-from voxtrail.sources.files.importer import Importer, ImportError_, Summary, expand_paths
+from voxtrail.sources.files.importer import Importer, UnusablePath, Summary, expand_paths
 
 EXIT_PARTIAL = 1
 
@@ -74,7 +74,7 @@ def tail_command(paths, db, fmt, tz, config_file, as_json, interval) -> None:
 def _expand(paths: list[str]) -> list[str]:
     try:
         return expand_paths(paths)
-    except ImportError_ as exc:
+    except UnusablePath as exc:
         fail(str(exc))
 
 

@@ -27,7 +27,7 @@ DETECT_BYTES = 64 << 10
 QUEUE_DEPTH = 1
 
 
-class ImportError_(Exception):
+class UnusablePath(Exception):
     """A path the user gave cannot be imported at all (missing, unreadable, unknown format)."""
 
 
@@ -75,18 +75,18 @@ def expand_paths(patterns: Iterable[str], *, allow_missing: bool = False) -> lis
     found: list[str] = []
     for pattern in patterns:
         if not glob.has_magic(pattern) and os.path.isdir(pattern):
-            raise ImportError_(f"{pattern} is a directory: name files, or a quoted glob such as '{pattern.rstrip('/')}/*.log'")
+            raise UnusablePath(f"{pattern} is a directory: name files, or a quoted glob such as '{pattern.rstrip('/')}/*.log'")
         matches = sorted(glob.glob(pattern)) if glob.has_magic(pattern) else [pattern]
         matches = [m for m in matches if not os.path.isdir(m)]
         if not matches and not allow_missing:
-            raise ImportError_(f"no file matches {pattern!r}")
+            raise UnusablePath(f"no file matches {pattern!r}")
         for m in matches:
             if not os.path.exists(m):
                 if allow_missing:
                     continue
-                raise ImportError_(f"no such file: {m}")
+                raise UnusablePath(f"no such file: {m}")
             if not os.access(m, os.R_OK):
-                raise ImportError_(f"cannot read {m}: permission denied")
+                raise UnusablePath(f"cannot read {m}: permission denied")
         found.extend(matches)
     seen: set[str] = set()
     unique = []
