@@ -100,3 +100,37 @@ def test_help_explains():
 
 def test_directory_instead_of_files(tmp_path):
     assert_one_line_error(voxtrail("import", str(tmp_path), "--db", f"sqlite:///{tmp_path}/v.db"), "is a directory")
+
+
+def test_progress_bar_on_a_terminal_only(tmp_path):
+    import pty
+    import select
+
+    write(tmp_path / "tts.log", text_lines(60000, seed=35))
+    db = f"sqlite:///{tmp_path / 'v.db'}"
+    master, slave = pty.openpty()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VOXTRAIL_")}
+    env.update(COLUMNS="100", TERM="xterm")
+    proc = subprocess.Popen([*VOXTRAIL, "import", str(tmp_path / "tts.log"), "--db", db, "--chunk-bytes", "65536"],
+                            stdin=slave, stdout=slave, stderr=slave, env=env, close_fds=True)
+    os.close(slave)
+    seen = b""
+    while True:
+        ready, _, _ = select.select([master], [], [], 60)
+        if not ready:
+            break
+        try:
+            data = os.read(master, 65536)
+        except OSError:  # the terminal closed: the command ended
+            break
+        if not data:
+            break
+        seen += data
+    proc.wait(timeout=60)
+    os.close(master)
+    text = seen.decode("utf-8", "replace")
+    assert proc.returncode == 0
+    assert "importing" in text and "MB" in text  # the bar, with bytes done
+    assert "60,000 imported" in text
+    quiet = voxtrail("import", str(tmp_path / "tts.log"), "--db", db)
+    assert "importing" not in quiet.stderr  # not a terminal: no bar
