@@ -358,3 +358,23 @@ def test_file_vanishing_during_import_is_reported(store, tmp_path, monkeypatch):
     by_name = {os.path.basename(f.path): f for f in summary.files}
     assert by_name["a.log"].status == "error" and "cannot read" in by_name["a.log"].message
     assert by_name["b.log"].imported == 10
+
+
+def test_resume_after_a_huge_line_followed_by_a_short_one(store, tmp_path, monkeypatch):
+    """The checkpoint's tail hash must cover the skipped line's bytes, or the next run would
+    take the file for a rewritten one and import it all again."""
+    from voxtrail.sources.files import reader
+
+    monkeypatch.setattr(reader, "MAX_LINE_BYTES", 100_000)
+    a, b = text_lines(10, seed=27), text_lines(10, seed=28)
+    log = tmp_path / "tts.log"
+    with open(log, "w", encoding="utf-8") as f:
+        f.writelines(a.lines)
+        f.write("y" * 300_000 + "\n")
+        f.write("short\n")
+    first = run(store, str(log), chunk_bytes=16384)
+    assert (first.total("imported"), first.total("rejected")) == (10, 2)
+    write(log, b, mode="a")
+    second = run(store, str(log), chunk_bytes=16384)
+    assert (second.total("imported"), second.total("rejected")) == (10, 0)
+    assert stats(store) == expect(a.add(b))

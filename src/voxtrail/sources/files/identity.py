@@ -20,7 +20,7 @@ from voxtrail.store import Checkpoint
 #: (their first lines carry timestamps); a shorter file is identified by all it has so far.
 FINGERPRINT_BYTES = 1024
 #: Bytes before the checkpoint offset whose hash must still match to resume reading.
-TAIL_BYTES = 64
+TAIL_BYTES = reader.EDGE_BYTES
 
 
 def sha256(data: bytes) -> str:

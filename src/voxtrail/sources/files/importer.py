@@ -211,6 +211,8 @@ class Importer:
             chunks = reader.ChunkReader(f, start, complete=reader.is_gzip(path), chunk_bytes=self.chunk_bytes)
             position = start
             for chunk in chunks:
+                if chunk.start > position:  # a huge line was skipped just before this chunk
+                    tail = chunks.skipped_edge
                 ctx = ParseContext(checkpoint.stream_id, path, self.tz, state=state, final=chunk.final)
                 parsed = fmt.parse(chunk, ctx)
                 chunks.resume_at(parsed.consumed, chunk)
@@ -225,11 +227,8 @@ class Importer:
                 # Huge lines skipped at the very end: record them and move past.
                 batch = EventBatch.empty()
                 batch.rejects.extend(_oversized_rejects(chunks))
-                if chunks.position > position:
-                    tail = reader.read_range(f, max(0, chunks.position - identity.TAIL_BYTES),
-                                             min(chunks.position, identity.TAIL_BYTES))
-                advanced, position = chunks.position - position, max(position, chunks.position)
-                yield batch, _advance(checkpoint, path, position, tail, state), 0, advanced
+                advanced, position = chunks.position - position, chunks.position
+                yield batch, _advance(checkpoint, path, position, chunks.skipped_edge, state), 0, advanced
 
 
 def _advance(cp: Checkpoint, path: str, offset: int, tail: bytes, state: dict) -> Checkpoint:

@@ -19,6 +19,8 @@ CHUNK_BYTES = 2 << 20
 # A line longer than this is quarantined by its first bytes instead of being held in memory,
 # so peak memory stays bounded whatever the file holds.
 MAX_LINE_BYTES = 64 << 20
+#: Bytes kept from the end of a skipped line: a checkpoint after it hashes the bytes before it.
+EDGE_BYTES = 64
 
 
 class TruncatedCompressedFile(Exception):
@@ -85,6 +87,7 @@ class ChunkReader:
         self.complete = complete
         self.chunk_bytes = chunk_bytes
         self.oversized: list[tuple[int, bytes]] = []  # (offset, first bytes) of skipped huge lines
+        self.skipped_edge = b""  # the last EDGE_BYTES of the latest skipped line, newline included
         self._buffer = b""  # bytes from self.position on, already read
         self._eof = False
         self._held = False  # the buffer starts with bytes the consumer gave back
@@ -150,7 +153,7 @@ class ChunkReader:
     def _skip_oversized_line(self) -> None:
         """Drop a line too long to hold, remembering where it was; resume after its newline."""
         start, head, skipped = self.position, self._buffer[:200], len(self._buffer)
-        self._buffer = b""
+        edge, self._buffer = self._buffer[-EDGE_BYTES:], b""
         while True:
             more = _read(self.f, self.chunk_bytes)
             if not more:
@@ -163,10 +166,13 @@ class ChunkReader:
             nl = more.find(b"\n")
             if nl >= 0:
                 skipped += nl + 1
+                edge = (edge + more[: nl + 1])[-EDGE_BYTES:]
                 self._buffer = more[nl + 1 :]
                 break
             skipped += len(more)
+            edge = (edge + more)[-EDGE_BYTES:]
         self.oversized.append((start, head))
+        self.skipped_edge = edge
         self.position = start + skipped
 
 
