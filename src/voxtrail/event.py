@@ -149,15 +149,6 @@ class EventBatch:
         )
         return cls(frame)
 
-    def materialized(self) -> pl.DataFrame:
-        """The frame with the constants added as columns."""
-        if not self.constants:
-            return self.frame
-        schema = polars_schema(self.constants)
-        return self.frame.with_columns(
-            pl.lit(v, dtype=schema[k]).alias(k) for k, v in self.constants.items()
-        )
-
 
 def unknown_fields(names: Iterable[str]) -> list[str]:
     return [n for n in names if n not in FIELDS_BY_NAME]

@@ -13,11 +13,6 @@ HEAD_LINES = 50
 MIN_CONFIDENCE = 0.5
 
 
-def load_all() -> dict:
-    """The registry, with the built-in formats in it (they are registered on import)."""
-    return FORMATS
-
-
 def head_lines(head: bytes, limit: int = HEAD_LINES) -> list[str]:
     """The first ``limit`` non-blank lines; a last line cut off by the head's size is dropped."""
     text = head.decode("utf-8", "replace").removeprefix("\ufeff")
