@@ -281,3 +281,17 @@ def test_cli_start_up_does_not_load_adbc_or_pyarrow():
             "print(sorted(m for m in sys.modules if m.startswith(('adbc_driver', 'pyarrow'))))\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_no_scratch_space_is_a_store_error(sqlite_url, monkeypatch):
+    """A full or unwritable temporary directory ends the import with one clear line."""
+    import errno
+    import tempfile
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device", "/tmp/.voxtrail-new-x")
+
+    monkeypatch.setattr(tempfile, "mkdtemp", full)
+    with Store.open(sqlite_url) as store:
+        with pytest.raises(StoreError, match="No space left on device.*TMPDIR"):
+            store.encode(make_batch(3))

@@ -66,7 +66,13 @@ class Store:
         """Validate and encode a batch for this store's database: pure CPU work that may run
         in another thread than :meth:`write` (the importer parses and encodes ahead)."""
         prepared = prepare(batch)
-        payload = self._writer.encode(prepared) if prepared.size else None
+        try:
+            payload = self._writer.encode(prepared) if prepared.size else None
+        except OSError as exc:  # SQLite's scratch space: a full or unwritable temp directory
+            raise StoreError(
+                f"cannot stage a batch for {self.display_url}: {exc.strerror or exc} "
+                f"({getattr(exc, 'filename', None) or 'temporary directory'}); free space there or set TMPDIR"
+            ) from exc
         return EncodedBatch(self.dialect, prepared.size, payload, list(batch.rejects))
 
     def write(
