@@ -146,3 +146,63 @@ tts_rejects = sa.Table(
 )
 
 import_checkpoints = sa.Table("import_checkpoints", metadata, *checkpoint_columns(), **MYSQL_TABLE_KW)
+
+
+# --- People and machines allowed in (migration 0002) ---------------------------------------------
+# Secrets are never stored: passwords as Argon2 hashes, API tokens and session ids as SHA-256 of
+# high-entropy random values (a KDF adds nothing for a 256-bit secret, and lookups stay indexed).
+
+def user_columns() -> list[sa.Column]:
+    return [
+        sa.Column("id", id_type(), primary_key=True, autoincrement=True),
+        sa.Column("name", sa.String(128), nullable=False),
+        sa.Column("role", sa.String(16), nullable=False),
+        sa.Column("password_hash", sa.String(255), nullable=False),
+        sa.Column("created_at", timestamp_type(), nullable=False, server_default=utc_now()),
+        sa.Column("password_changed_at", timestamp_type()),
+        sa.Column("failed_logins", sa.Integer(), nullable=False, server_default="0"),
+        sa.Column("last_failed_login_at", timestamp_type()),
+    ]
+
+
+def api_token_columns() -> list[sa.Column]:
+    return [
+        sa.Column("id", id_type(), primary_key=True, autoincrement=True),
+        sa.Column("name", sa.String(128), nullable=False),
+        sa.Column("token_hash", sa.String(64), nullable=False),
+        sa.Column("prefix", sa.String(16), nullable=False),
+        sa.Column("scope", sa.String(16), nullable=False),
+        sa.Column("created_by", sa.String(128)),
+        sa.Column("created_at", timestamp_type(), nullable=False, server_default=utc_now()),
+        sa.Column("last_used_at", timestamp_type()),
+        sa.Column("revoked_at", timestamp_type()),
+    ]
+
+
+def web_session_columns() -> list[sa.Column]:
+    return [
+        sa.Column("id_hash", sa.String(64), primary_key=True),
+        sa.Column("user_id", sa.BigInteger(), nullable=False),
+        sa.Column("csrf_token", sa.String(64), nullable=False),
+        sa.Column("created_at", timestamp_type(), nullable=False, server_default=utc_now()),
+        sa.Column("expires_at", timestamp_type(), nullable=False),
+    ]
+
+
+users = sa.Table(
+    "voxtrail_users", metadata, *user_columns(),
+    sa.UniqueConstraint("name", name="ux_voxtrail_users_name"),
+    **MYSQL_TABLE_KW,
+)
+
+api_tokens = sa.Table(
+    "voxtrail_api_tokens", metadata, *api_token_columns(),
+    sa.UniqueConstraint("token_hash", name="ux_voxtrail_api_tokens_hash"),
+    **MYSQL_TABLE_KW,
+)
+
+web_sessions = sa.Table(
+    "voxtrail_sessions", metadata, *web_session_columns(),
+    sa.Index("ix_voxtrail_sessions_user", "user_id"),
+    **MYSQL_TABLE_KW,
+)
