@@ -1,0 +1,183 @@
+"""Individual events for auditors: a filtered, paginated list and one event with every field.
+
+The same :class:`~voxtrail.query.filters.Filters` that scope the dashboard scope this list
+(time range, node, model, version, emotion, control mode, status), plus two questions only an
+auditor asks: who (``user``, an exact ``user_id``) and what (``search``, a case-insensitive
+substring of the synthesised text, matched with SQL ``LIKE``: ``%`` and ``_`` in the search are
+taken literally, and a search cannot use an index, so on a large table narrow the time range).
+
+Pages are keyset-paginated, newest first, on ``(ts, id)``: the cursor of a page is the position
+of its last row, so page 1,000 costs what page 1 costs and rows written meanwhile never shift a
+page (OFFSET would scan every skipped row and repeat or skip rows as new events arrive).
+"""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any, Protocol, Sequence
+
+import sqlalchemy as sa
+
+from voxtrail.event import FIELD_NAMES
+from voxtrail.store.schema import tts_events
+
+#: Characters of ``text_input`` shown in the list (the detail page shows all of it).
+EXCERPT_CHARS = 80
+MAX_PAGE_SIZE = 500
+DEFAULT_PAGE_SIZE = 50
+#: The list says "more than N" instead of counting a huge match exactly.
+COUNT_CAP = 10_000
+MAX_SEARCH_CHARS = 200
+
+#: Columns of a list row, in display order.
+LIST_COLUMNS = (
+    "ts", "request_id", "user_id", "node", "model", "model_version", "emotion", "emotion_control",
+    "status", "latency_ms", "text_length", "text_excerpt",
+)
+
+#: Filters attribute -> tts_events column: every tuple filter means "column IN (values)".
+_FILTER_COLUMNS = {
+    "node": "node",
+    "model": "model",
+    "model_version": "model_version",
+    "emotion": "emotion",
+    "emotion_control": "emotion_control",
+    "status": "status",
+}
+
+
+class FiltersLike(Protocol):
+    since: datetime | None
+    until: datetime | None
+
+
+@dataclass(frozen=True)
+class EventPage:
+    rows: list[dict[str, Any]]
+    next_cursor: str | None  # pass as ``cursor`` for the next (older) page; None on the last page
+    total: int  # matching events, at most COUNT_CAP + 1
+    total_capped: bool  # True when more than COUNT_CAP events match
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "events": [jsonable(r) for r in self.rows],
+            "next_cursor": self.next_cursor,
+            "total": self.total,
+            "total_capped": self.total_capped,
+        }
+
+
+def _naive_utc(value: datetime) -> datetime:
+    """``ts`` is stored as naive UTC; filters carry aware datetimes."""
+    if value.tzinfo is not None:
+        value = value.astimezone(timezone.utc).replace(tzinfo=None)
+    return value
+
+
+def conditions(filters: FiltersLike | None, *, search: str | None = None, user: str | None = None) -> list:
+    """WHERE clauses for the filters, a text search and a user."""
+    c = tts_events.c
+    where: list = []
+    if filters is not None:
+        if getattr(filters, "since", None) is not None:
+            where.append(c.ts >= _naive_utc(filters.since))
+        if getattr(filters, "until", None) is not None:
+            where.append(c.ts < _naive_utc(filters.until))
+        for attr, column in _FILTER_COLUMNS.items():
+            values = tuple(getattr(filters, attr, ()) or ())
+            if values:
+                where.append(c[column].in_(values))
+    if search:
+        # icontains: LOWER(x) LIKE LOWER('%…%') with % _ escaped, the same on all three dialects
+        # (MySQL's binary collation would make a plain LIKE case-sensitive).
+        where.append(c.text_input.icontains(search, autoescape=True))
+    if user:
+        where.append(c.user_id == user)
+    return where
+
+
+def validate_search(search: str | None) -> str | None:
+    search = (search or "").strip()
+    if len(search) > MAX_SEARCH_CHARS:
+        raise ValueError(f"search text is longer than {MAX_SEARCH_CHARS} characters")
+    return search or None
+
+
+def encode_cursor(ts: datetime, row_id: int) -> str:
+    raw = f"{ts.isoformat()}|{row_id}".encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, int]:
+    """The (ts, id) position a cursor names; ValueError for anything not made by encode_cursor."""
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        ts_text, id_text = raw.split("|")
+        return datetime.fromisoformat(ts_text), int(id_text)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ValueError("invalid page cursor (use the next_cursor of a previous page)") from exc
+
+
+def _list_select(where: Sequence) -> sa.Select:
+    c = tts_events.c
+    columns = [c.id, *(c[name] for name in LIST_COLUMNS if name != "text_excerpt")]
+    # One more character than shown tells the view whether to add an ellipsis.
+    excerpt = sa.func.substr(c.text_input, 1, EXCERPT_CHARS + 1).label("text_excerpt")
+    return sa.select(*columns, excerpt).where(*where)
+
+
+def list_events(
+    engine: sa.Engine,
+    filters: FiltersLike | None,
+    *,
+    search: str | None = None,
+    user: str | None = None,
+    cursor: str | None = None,
+    limit: int = DEFAULT_PAGE_SIZE,
+) -> EventPage:
+    """One page of matching events, newest first."""
+    if not 1 <= limit <= MAX_PAGE_SIZE:
+        raise ValueError(f"limit must be between 1 and {MAX_PAGE_SIZE}")
+    search = validate_search(search)
+    where = conditions(filters, search=search, user=user)
+    c = tts_events.c
+    page_where = list(where)
+    if cursor:
+        ts, row_id = decode_cursor(cursor)
+        page_where.append(sa.or_(c.ts < ts, sa.and_(c.ts == ts, c.id < row_id)))
+    query = _list_select(page_where).order_by(c.ts.desc(), c.id.desc()).limit(limit + 1)
+    counted = sa.select(sa.literal(1)).select_from(tts_events).where(*where).limit(COUNT_CAP + 1).subquery()
+    with engine.connect() as conn:
+        rows = [dict(r._mapping) for r in conn.execute(query)]
+        total = conn.execute(sa.select(sa.func.count()).select_from(counted)).scalar_one()
+    has_more = len(rows) > limit
+    rows = rows[:limit]
+    for row in rows:
+        excerpt = row["text_excerpt"]
+        if excerpt is not None and len(excerpt) > EXCERPT_CHARS:
+            row["text_excerpt"] = excerpt[:EXCERPT_CHARS] + "…"
+    next_cursor = encode_cursor(rows[-1]["ts"], rows[-1]["id"]) if has_more else None
+    for row in rows:
+        del row["id"]
+    return EventPage(rows, next_cursor, min(total, COUNT_CAP), total > COUNT_CAP)
+
+
+def get_event(engine: sa.Engine, request_id: str) -> dict[str, Any] | None:
+    """Every field of one event (plus ``ingested_at``), or None when no event has that id."""
+    c = tts_events.c
+    query = sa.select(*(c[name] for name in FIELD_NAMES), c.ingested_at).where(c.request_id == request_id)
+    with engine.connect() as conn:
+        row = conn.execute(query).first()
+    return dict(row._mapping) if row is not None else None
+
+
+def jsonable(row: dict[str, Any]) -> dict[str, Any]:
+    """Timestamps as ISO-8601 UTC with ``Z``; everything else is already JSON-able."""
+    out = {}
+    for key, value in row.items():
+        if isinstance(value, datetime):
+            value = _naive_utc(value).isoformat(timespec="microseconds") + "Z"
+        out[key] = value
+    return out
