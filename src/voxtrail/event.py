@@ -80,8 +80,9 @@ FIELDS: tuple[Field, ...] = (
     Field("node", "string", "Machine or instance that served the request.", length=128),
     Field("model", "string", "Model name (e.g. `IndexTTS2`).", length=128),
     Field("model_version", "string", "Model version, for A/B comparisons.", length=64),
-    Field("source", "string", "How the record arrived: `file` for imported logs (later also `recorder`, `http`, "
-          "`redis`).", length=16, nullable=False),
+    Field("source", "string", "How the record arrived: `file` (imported logs), `recorder` (the Python Recorder "
+          "in the TTS service), `http` (`POST /api/v1/events`) or `redis` (a Redis stream collector).",
+          length=16, nullable=False),
     Field("source_format", "string", "Format of the source: `text`, `jsonl`, `audit` or `indextts` for files.",
           length=16),
     Field("source_file", "text", "Path of the file the event was read from, as given to the importer."),

@@ -3,90 +3,47 @@
 Both are one JSON object a line whose keys are either event field names or a few aliases the
 seeds use (``time``, ``text_len``, ``duration`` in seconds, ``success`` as a boolean,
 ``created_at``). They differ only in aliases and in what a record must carry, so one parser
-takes those as parameters. Keys that are not fields are kept in ``attributes``, not dropped.
+takes those as parameters. The mapping of an object to event fields is
+:func:`voxtrail.sources.records.map_fields`, shared with HTTP ingest and the recorder; this
+module adds what is particular to files (aliases, naive times read in the file's time zone,
+ids from the line's offset).
 Lines are handled as bytes so that invalid UTF-8 is a reject (orjson refuses it) instead of
 being silently replaced.
 """
 
 from __future__ import annotations
 
-import math
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any, Callable
 
 import orjson
 import polars as pl
 
-from voxtrail.event import FIELDS_BY_NAME, EMOTION_VECTOR_LABELS, STATUS_VALUES, EventBatch, polars_schema
+from voxtrail.event import EventBatch, Reject, polars_schema
 from voxtrail.sources.formats import EXCERPT_BYTES, Chunk, ParseContext, ParseResult, request_ids, to_utc
-from voxtrail.event import Reject
+from voxtrail.sources.records import InvalidEvent, map_fields, number, parse_datetime, show, utc_naive
 
 BOM = b"\xef\xbb\xbf"
-# Fields that describe where a record came from: the batch sets them, a record cannot.
-_SOURCE_FIELDS = {"source", "source_format", "source_file", "source_offset"}
-
-
-class Invalid(ValueError):
-    """A record that cannot become an event; the message is the reject's reason (sans prefix)."""
 
 
 def _seconds_to_ms(v: Any) -> float:
-    return _number("duration", v) * 1000.0
+    return number("duration", v) * 1000.0
 
 
 def _success(v: Any) -> str:
     if isinstance(v, bool) or v in (0, 1):
         return "success" if v else "failed"
-    raise Invalid(f"success: expected true or false, got {_show(v)}")
-
-
-def _show(v: Any) -> str:
-    return orjson.dumps(v).decode()[:60]
-
-
-def _number(key: str, v: Any) -> float:
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-        raise Invalid(f"{key}: expected a number, got {_show(v)}")
-    return float(v)
-
-
-def _convert(key: str, name: str, v: Any) -> Any:
-    """Check and convert a value for event field ``name`` (``key`` is the record's key, for messages)."""
-    kind = FIELDS_BY_NAME[name].kind
-    if name == "status":
-        if v not in STATUS_VALUES:
-            raise Invalid(f"{key}: expected 'success' or 'failed', got {_show(v)}")
-        return v
-    if name == "emotion_vector":
-        if not (isinstance(v, list) and len(v) == len(EMOTION_VECTOR_LABELS)):
-            raise Invalid(f"{key}: expected a list of {len(EMOTION_VECTOR_LABELS)} numbers, got {_show(v)}")
-        return orjson.dumps([_number(key, x) for x in v]).decode()
-    if kind in ("string", "text"):
-        if isinstance(v, bool) or not isinstance(v, (str, int)):
-            raise Invalid(f"{key}: expected a string, got {_show(v)}")
-        return str(v)  # numeric user ids and the like are stored as text
-    if kind == "int":
-        if isinstance(v, bool) or not isinstance(v, int):
-            raise Invalid(f"{key}: expected an integer, got {_show(v)}")
-        return v
-    if kind == "float":
-        return _number(key, v)
-    if kind == "json":
-        return orjson.dumps(v).decode()
-    raise Invalid(f"{key}: unsupported field")  # ts is handled by the caller
+    raise InvalidEvent("success", f"expected true or false, got {show(v)}")
 
 
 def _datetime(key: str, v: Any) -> tuple[datetime | None, datetime | None]:
     """(naive local, UTC) datetime of an ISO string: exactly one is set."""
     if not isinstance(v, str):
-        raise Invalid(f"{key}: invalid datetime {_show(v)}")
-    try:
-        dt = datetime.fromisoformat(v)
-    except ValueError:
-        raise Invalid(f"{key}: invalid datetime '{v[:60]}'") from None
+        raise InvalidEvent(key, f"invalid datetime {show(v)}")
+    dt = parse_datetime(key, v)
     if dt.tzinfo is None:
         return dt, None
-    return None, dt.astimezone(timezone.utc).replace(tzinfo=None)
+    return None, utc_naive(dt)
 
 
 class JsonRecords:
@@ -102,38 +59,12 @@ class JsonRecords:
         self.sniff_keys = sniff_keys
 
     def record(self, obj: Any) -> dict[str, Any]:
-        """The event fields of one decoded line; raises :class:`Invalid`."""
+        """The event fields of one decoded line; raises :class:`InvalidEvent`."""
         if not isinstance(obj, dict):
-            raise Invalid(f"expected a JSON object, got {type(obj).__name__}")
-        out: dict[str, Any] = {}
-        extra: dict[str, Any] = {}
-        for key, v in obj.items():
-            if v is None:
-                continue
-            if key in self.aliases:
-                name, conv = self.aliases[key]
-                if name in obj:
-                    continue  # the field's own name wins over an alias
-                out[name] = conv(v) if conv else v
-            elif key in FIELDS_BY_NAME and key not in _SOURCE_FIELDS:
-                if key == "attributes" and isinstance(v, dict):
-                    extra = {**v, **extra}
-                else:
-                    out[key] = v if key == "ts" else _convert(key, key, v)
-            else:
-                extra[key] = v
-        for name, key in (("ts", self.time_key), ("status", self.status_key)):
-            if name not in out:
-                raise Invalid(f"missing field '{key}'")
-        if self.require_request_id and "request_id" not in out:
-            raise Invalid("missing field 'request_id'")
-        if "status" in out:
-            out["status"] = _convert(self.status_key, "status", out["status"])
+            raise InvalidEvent(None, f"expected a JSON object, got {type(obj).__name__}")
+        out = map_fields(obj, aliases=self.aliases, time_key=self.time_key, status_key=self.status_key,
+                         require_request_id=self.require_request_id)
         out["ts_local"], out["ts_utc"] = _datetime(self.time_key if "ts" not in obj else "ts", out.pop("ts"))
-        if "text_length" not in out and isinstance(obj.get("text_input"), str):
-            out["text_length"] = len(obj["text_input"])
-        if extra:
-            out["attributes"] = orjson.dumps(extra).decode()
         return out
 
     def parse(self, chunk: Chunk, ctx: ParseContext) -> ParseResult:
@@ -157,7 +88,7 @@ class JsonRecords:
                     rows.append(row)
                 except orjson.JSONDecodeError as e:
                     rejects.append(Reject(offset, f"{self.name}: invalid JSON: {e}", line[:EXCERPT_BYTES]))
-                except Invalid as e:
+                except InvalidEvent as e:
                     rejects.append(Reject(offset, f"{self.name}: {e}", line[:EXCERPT_BYTES]))
             offset += len(raw) + 1
         frame = self._frame(rows, ctx)
