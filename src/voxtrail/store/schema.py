@@ -186,6 +186,8 @@ def web_session_columns() -> list[sa.Column]:
         sa.Column("csrf_token", sa.String(64), nullable=False),
         sa.Column("created_at", timestamp_type(), nullable=False, server_default=utc_now()),
         sa.Column("expires_at", timestamp_type(), nullable=False),
+        # For the idle timeout; refreshed at most once a minute per session (cheap).
+        sa.Column("last_seen_at", timestamp_type(), nullable=False, server_default=utc_now()),
     ]
 
 

@@ -1,0 +1,34 @@
+"""What a running web app needs to know: one frozen dataclass, built by ``voxtrail serve``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Literal
+
+MetricsAccess = Literal["public", "token", "session"]
+METRICS_ACCESS = ("public", "token", "session")
+DEFAULT_MAX_BODY = 10 * 1024 * 1024  # 10 MiB
+
+
+@dataclass(frozen=True)
+class WebSettings:
+    db: str
+    host: str = "127.0.0.1"
+    port: int = 8000
+    #: Who may read /metrics: anyone, a bearer token with scope read (or a session), a session only.
+    metrics_access: MetricsAccess = "token"
+    #: Largest request body accepted by POST /api/v1/events, in bytes (413 beyond).
+    max_body: int = DEFAULT_MAX_BODY
+    #: Mark cookies Secure: set when serving TLS, or behind a proxy that terminates TLS.
+    secure_cookies: bool = False
+    #: A session ends this long after login, whatever happens...
+    session_lifetime: timedelta = timedelta(hours=12)
+    #: ...or after this long without a request.
+    session_idle_timeout: timedelta = timedelta(hours=2)
+
+    def __post_init__(self) -> None:
+        if self.metrics_access not in METRICS_ACCESS:
+            raise ValueError(f"metrics access must be one of {', '.join(METRICS_ACCESS)}, not {self.metrics_access!r}")
+        if self.max_body <= 0:
+            raise ValueError("the body size limit must be positive")
