@@ -1,0 +1,266 @@
+"""``Recorder``: what a TTS service calls. ``record`` appends to the spool and returns.
+
+The caller's thread only encodes the event (orjson) and appends one frame to a local file;
+the database, HTTP or Redis I/O happens in the shipper thread (:mod:`voxtrail.recorder.shipper`).
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import threading
+import weakref
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import orjson
+
+from voxtrail.event import FIELD_NAMES
+from voxtrail.recorder.shipper import Drain, Shipper
+from voxtrail.recorder.spool import SpoolFull, SpoolWriter, SubSpool, ensure_private_dir
+from voxtrail.recorder.stats import RateLimitedWarning, Stats
+from voxtrail.recorder.transports import Transport
+
+log = logging.getLogger("voxtrail.recorder")
+
+#: Fields a caller may set: every event field except those saying where a record came from.
+RECORDABLE = frozenset(FIELD_NAMES) - {"source", "source_format", "source_file", "source_offset"}
+
+DEFAULT_MAX_SPOOL_BYTES = 1 << 30  # 1 GiB: ~2 million typical events, days of a busy node's outage
+DEFAULT_SEGMENT_BYTES = 16 << 20
+DEFAULT_STREAM = "voxtrail:events"
+_DUMPS_OPTIONS = orjson.OPT_NAIVE_UTC | orjson.OPT_SERIALIZE_NUMPY
+
+
+def default_spool_dir() -> Path:
+    if env := os.environ.get("VOXTRAIL_SPOOL_DIR"):
+        return Path(env)
+    state = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
+    return Path(state) / "voxtrail" / "spool"
+
+
+def new_request_id() -> str:
+    """A random (version 4) UUID as text, several times cheaper than ``str(uuid.uuid4())``."""
+    b = bytearray(os.urandom(16))
+    b[6] = (b[6] & 0x0F) | 0x40
+    b[8] = (b[8] & 0x3F) | 0x80
+    h = b.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+def check_fields(names) -> None:
+    unknown = [n for n in names if n not in RECORDABLE]
+    if unknown:
+        hint = " (set by voxtrail)" if set(unknown) <= set(FIELD_NAMES) else ""
+        raise TypeError(f"voxtrail: not an event field{hint}: {', '.join(sorted(unknown))}; "
+                        "put free-form facts in attributes={...}")
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    if hasattr(value, "tolist"):  # numpy / torch values
+        return value.tolist()
+    if isinstance(value, (set, frozenset, tuple)):
+        return list(value)
+    raise TypeError(f"cannot encode {type(value).__name__} as JSON")
+
+
+def _transport_factory(db: str | None, url: str | None, token: str | None, redis: str | None, stream: str,
+                       http_timeout: float) -> tuple[Callable[[], Transport], str]:
+    chosen = [name for name, v in (("db", db), ("url", url), ("redis", redis)) if v]
+    if len(chosen) > 1:
+        raise ValueError(f"Recorder: give one destination, not {' and '.join(chosen)}")
+    if url:
+        from voxtrail.recorder.http import HttpTransport
+
+        return (lambda: HttpTransport(url, token, timeout=http_timeout)), f"http {url}"
+    if redis:
+        from voxtrail.recorder.redis import RedisTransport
+
+        return (lambda: RedisTransport(redis, stream)), f"redis {redis} {stream}"
+    from voxtrail import config
+    from voxtrail.recorder.transports import DatabaseTransport
+    from voxtrail.store.engine import normalize_url
+
+    resolved = db or config.load().db
+    shown = normalize_url(resolved)[0].render_as_string(hide_password=True)
+    return (lambda: DatabaseTransport(resolved)), f"db {shown}"
+
+
+class Recorder:
+    """Record TTS generations without ever making the caller wait for a database or network.
+
+    Give one destination: ``db`` (a SQLAlchemy URL; default: ``VOXTRAIL_DB`` / voxtrail.toml /
+    ``sqlite:///voxtrail.db``), ``url`` + ``token`` (an HTTP collector, ``voxtrail serve``) or
+    ``redis`` (+ ``stream``; ``voxtrail collect`` moves it to a database). ``defaults`` are
+    fields added to every event (``node``, ``model``, ``model_version``...). See docs/recorder.md
+    for the spool, fsync policies and what each can lose.
+    """
+
+    def __init__(self, db: str | None = None, *, url: str | None = None, token: str | None = None,
+                 redis: str | None = None, stream: str = DEFAULT_STREAM, spool_dir: str | os.PathLike | None = None,
+                 fsync: str = "interval", fsync_interval: float = 1.0,
+                 max_spool_bytes: int = DEFAULT_MAX_SPOOL_BYTES, segment_bytes: int = DEFAULT_SEGMENT_BYTES,
+                 batch_size: int = 5000, flush_interval: float = 0.2, max_backoff: float = 30.0,
+                 close_timeout: float = 10.0, http_timeout: float = 10.0,
+                 defaults: Mapping[str, Any] | None = None):
+        if defaults:
+            check_fields(defaults)
+        self._new_transport, destination = _transport_factory(db, url, token, redis, stream, http_timeout)
+        self.spool_dir = Path(spool_dir) if spool_dir is not None else default_spool_dir()
+        ensure_private_dir(self.spool_dir)
+        self._claim_spool(destination)
+        self._options = dict(fsync=fsync, fsync_interval=fsync_interval, max_spool_bytes=max_spool_bytes,
+                             segment_bytes=segment_bytes, batch_size=batch_size, flush_interval=flush_interval,
+                             max_backoff=max_backoff)
+        self.close_timeout = close_timeout
+        self._defaults = dict(defaults or {})
+        self._stats = Stats()
+        self._full_warning = RateLimitedWarning()
+        self._closed = False
+        self._fork_lock = threading.Lock()
+        self._start()
+        ref = weakref.ref(self)
+        self._atexit = lambda: (r := ref()) is not None and r.close()
+        atexit.register(self._atexit)
+
+    def _claim_spool(self, destination: str) -> None:
+        """One spool directory serves one destination: an adopted orphan goes where it was meant to."""
+        marker = self.spool_dir / "destination"
+        try:
+            fd = os.open(marker, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            existing = marker.read_text().strip()
+            if existing and existing != destination:
+                raise ValueError(f"spool directory {self.spool_dir} belongs to {existing}, not {destination}; "
+                                 "give each destination its own spool_dir") from None
+            return
+        with os.fdopen(fd, "w") as f:
+            f.write(destination + "\n")
+
+    def _start(self) -> None:
+        o = self._options
+        self._pid = os.getpid()
+        self._sub = SubSpool.create(self.spool_dir)
+        self._writer = SpoolWriter(self._sub, fsync=o["fsync"], segment_bytes=o["segment_bytes"],
+                                   max_bytes=o["max_spool_bytes"])
+        own = Drain(self._sub, self._writer, o["fsync"] != "never", self._stats)
+        self._shipper = Shipper(self.spool_dir, own, self._new_transport(), self._stats,
+                                batch_size=o["batch_size"], idle_wait=o["flush_interval"],
+                                max_backoff=o["max_backoff"],
+                                fsync_interval=o["fsync_interval"] if o["fsync"] == "interval" else None,
+                                durable=o["fsync"] != "never")
+        self._shipper.start()
+
+    def _restart_after_fork(self) -> None:
+        """In a forked child (gunicorn --preload): the shipper thread did not survive the fork and
+        the parent's files are the parent's; start a sub-spool and shipper of our own."""
+        with self._fork_lock:
+            if self._pid == os.getpid():
+                return
+            for fd in (self._writer.fd, self._sub.lock_fd, *(d.sub.lock_fd for d in self._shipper.orphans)):
+                if fd >= 0:
+                    os.close(fd)
+            self._stats = Stats()
+            self._start()
+
+    # -- recording -------------------------------------------------------------------------
+
+    def record(self, **fields: Any) -> str:
+        """Append one event to the spool and return its ``request_id``; never waits on the network.
+
+        Any subset of event fields; ``request_id`` defaults to a new UUID, ``ts`` to now (UTC,
+        µs; a naive datetime is taken as UTC), ``status`` to ``success``. An unknown field name
+        raises TypeError. At the spool's bound the event is dropped and counted
+        (``stats()["dropped"]``, a warning), never raising into the service.
+        """
+        if not fields.keys() <= RECORDABLE:
+            check_fields(fields)
+        return self.record_event(fields)
+
+    def record_event(self, event: dict[str, Any]) -> str:
+        """``record`` for a dict whose keys are known to be valid (it is modified)."""
+        if self._closed:
+            raise RuntimeError("voxtrail: this Recorder is closed")
+        if self._defaults:
+            event = {**self._defaults, **event}
+        rid = event.get("request_id")
+        if rid is None:
+            rid = event["request_id"] = new_request_id()
+        if event.get("ts") is None:
+            event["ts"] = datetime.now(timezone.utc)
+        if "status" not in event:
+            event["status"] = "success"
+        try:
+            payload = orjson.dumps(event, default=_json_default, option=_DUMPS_OPTIONS)
+        except TypeError as exc:
+            raise TypeError(f"voxtrail: cannot record this event: {exc}") from None
+        if self._pid != os.getpid():
+            self._restart_after_fork()
+        try:
+            self._writer.append(payload)
+        except SpoolFull:
+            self._stats.add(dropped=1)
+            self._full_warning.warn("voxtrail: spool %s is full (max_spool_bytes=%d): event dropped; "
+                                    "%d dropped so far. Is the destination reachable? (stats()['last_error'])",
+                                    self._sub.path, self._writer.max_bytes, self._stats.snapshot()["dropped"])
+        except OSError as exc:  # a full or failing disk must not take the TTS service down
+            self._stats.add(dropped=1)
+            self._full_warning.warn("voxtrail: cannot write to spool %s (%s): event dropped",
+                                    self._sub.path, exc.strerror or exc)
+        return rid
+
+    def generation(self, **fields: Any):
+        """Context manager and decorator recording one generation; see :class:`Generation`."""
+        from voxtrail.recorder.generation import Generation
+
+        return Generation(self, fields)
+
+    # -- control ---------------------------------------------------------------------------
+
+    def flush(self, timeout: float = 10.0) -> bool:
+        """Wait until every event recorded so far is delivered; False if ``timeout`` ran out."""
+        return self._shipper.flush(timeout)
+
+    def stats(self) -> dict[str, Any]:
+        """recorded, shipped, inserted, duplicates, rejected, dropped, spooled_bytes, retries,
+        adopted, torn_bytes, last_error (+ when), last_shipped_at, spool path."""
+        out = self._stats.snapshot()
+        out["recorded"] = self._writer.frames
+        out["spooled_bytes"] = self._writer.spooled_bytes
+        out["spool"] = str(self._sub.path)
+        return out
+
+    def close(self, timeout: float | None = None) -> bool:
+        """Deliver what is spooled (waiting up to ``timeout``, default ``close_timeout``), stop.
+
+        Returns True when everything was delivered. What is not stays in the spool directory
+        and is delivered by the next Recorder on it.
+        """
+        if self._closed:
+            return True
+        self._closed = True
+        atexit.unregister(self._atexit)
+        if self._pid != os.getpid():
+            return False  # a forked child that never recorded: the parent's files are not ours
+        delivered = self.flush(self.close_timeout if timeout is None else timeout)
+        self._shipper.stop(timeout=self._options["max_backoff"] + 5)
+        self._writer.close()
+        if delivered and self._shipper.own.caught_up(self._writer.position()):
+            self._sub.remove()
+        else:
+            log.warning("voxtrail: %d bytes of events not delivered yet stay in %s; the next Recorder on %s "
+                        "delivers them", self._writer.spooled_bytes, self._sub.path, self.spool_dir)
+            self._sub.release()
+        for drain in self._shipper.orphans:
+            drain.sub.release()
+        return delivered
+
+    def __enter__(self) -> "Recorder":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

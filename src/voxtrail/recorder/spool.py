@@ -1,0 +1,310 @@
+"""The on-disk spool: where every recorded event lives until the store has it.
+
+Layout (directory 0700, files 0600)::
+
+    <spool_dir>/
+      w-<host>-<pid>-<random>/      one sub-spool per live Recorder (process)
+        lock                        flock(LOCK_EX) held by its owner for its whole life
+        000000000001.seg ...        append-only segments of framed records
+        acked                       "<segment> <offset>": everything before it is stored
+      rejected/                     events a collector refused (HTTP 4xx), with the reason
+
+A frame is ``<u32 length><u32 crc32(payload)><payload>`` (little endian), the payload one
+orjson-encoded event. A frame is written with one ``write`` on an O_APPEND descriptor, so once
+``append`` returns the bytes are in the kernel: a process crash (even SIGKILL) loses nothing,
+and only a power failure can lose what was not yet fsynced. A crash can still leave a torn
+frame at a segment's end (power loss mid-write): the reader stops at the first frame whose
+length runs past the end of the file or whose CRC does not match, and never ships it.
+
+Each process writes its own sub-spool (so gunicorn workers never contend for a file) and holds
+its lock; a sub-spool whose lock is free belongs to a dead process and is adopted: its events
+are shipped by whoever takes the lock, then the directory is removed. A sub-spool is created
+under a hidden name and renamed only once its lock is held, so nobody adopts a live one.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import secrets
+import socket
+import struct
+import threading
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+log = logging.getLogger("voxtrail.recorder")
+
+FRAME = struct.Struct("<II")
+SEGMENT_SUFFIX = ".seg"
+FSYNC_POLICIES = ("always", "interval", "never")
+
+
+def ensure_private_dir(path: Path) -> None:
+    """Create ``path`` (and parents) 0700; tighten an existing directory we own."""
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if path.stat().st_mode & 0o077:
+        os.chmod(path, 0o700)
+
+
+def segment_name(number: int) -> str:
+    return f"{number:012d}{SEGMENT_SUFFIX}"
+
+
+def segment_numbers(directory: Path) -> list[int]:
+    try:
+        names = os.listdir(directory)
+    except FileNotFoundError:
+        return []
+    return sorted(int(n[: -len(SEGMENT_SUFFIX)]) for n in names if n.endswith(SEGMENT_SUFFIX) and n[:-4].isdigit())
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def try_lock(path: Path, create: bool = False) -> int | None:
+    """An fd holding an exclusive flock on ``path``, or None if someone else holds it / it is gone."""
+    try:
+        fd = os.open(path, os.O_RDWR | (os.O_CREAT if create else 0), 0o600)
+    except FileNotFoundError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    return fd
+
+
+class SubSpool:
+    """One sub-spool directory whose lock this process holds (its own, or an adopted orphan)."""
+
+    def __init__(self, path: Path, lock_fd: int):
+        self.path = path
+        self.lock_fd = lock_fd
+        self.name = path.name
+
+    @classmethod
+    def create(cls, spool_dir: Path) -> "SubSpool":
+        name = f"w-{socket.gethostname()[:40]}-{os.getpid()}-{secrets.token_hex(4)}"
+        hidden = spool_dir / f".{name}"
+        hidden.mkdir(mode=0o700)
+        fd = try_lock(hidden / "lock", create=True)
+        assert fd is not None  # nobody else knows this directory yet
+        final = spool_dir / name
+        os.rename(hidden, final)
+        return cls(final, fd)
+
+    @classmethod
+    def orphans(cls, spool_dir: Path, own: set[str]) -> Iterator["SubSpool"]:
+        """Sub-spools whose owner is gone: their lock could be taken (and now is ours)."""
+        try:
+            names = sorted(os.listdir(spool_dir))
+        except FileNotFoundError:
+            return
+        for name in names:
+            if not name.startswith("w-") or name in own:
+                continue
+            fd = try_lock(spool_dir / name / "lock")
+            if fd is None:
+                continue
+            if not (spool_dir / name).is_dir():  # removed by its previous adopter meanwhile
+                os.close(fd)
+                continue
+            yield cls(spool_dir / name, fd)
+
+    def size(self) -> int:
+        total = 0
+        for n in segment_numbers(self.path):
+            try:
+                total += (self.path / segment_name(n)).stat().st_size
+            except FileNotFoundError:
+                pass
+        return total
+
+    def remove(self) -> None:
+        """Delete the drained directory, then let go of its lock."""
+        for entry in os.listdir(self.path):
+            if entry != "lock":
+                os.unlink(self.path / entry)
+        os.unlink(self.path / "lock")
+        os.rmdir(self.path)
+        self.release()
+
+    def release(self) -> None:
+        if self.lock_fd >= 0:
+            os.close(self.lock_fd)
+            self.lock_fd = -1
+
+
+class SpoolFull(Exception):
+    pass
+
+
+class SpoolWriter:
+    """Appends frames to the segments of this process's sub-spool (thread-safe, caller's thread)."""
+
+    def __init__(self, sub: SubSpool, *, fsync: str, segment_bytes: int, max_bytes: int):
+        if fsync not in FSYNC_POLICIES:
+            raise ValueError(f"fsync must be one of {', '.join(FSYNC_POLICIES)}, got {fsync!r}")
+        self.sub = sub
+        self.fsync = fsync
+        self.segment_bytes = segment_bytes
+        self.max_bytes = max_bytes
+        self.lock = threading.Lock()
+        self.segment = 0
+        self.fd = -1
+        self.end = 0  # bytes of the current segment that are complete frames
+        self.spooled_bytes = sub.size()
+        self.dirty = False
+        self.frames = 0  # appended by this writer
+        self._open_segment(1)
+
+    def _open_segment(self, number: int) -> None:
+        path = self.sub.path / segment_name(number)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_EXCL, 0o600)
+        if self.fsync != "never":
+            _fsync_dir(self.sub.path)
+        if self.fd >= 0:
+            if self.fsync != "never":
+                os.fsync(self.fd)  # the finished segment is durable before the next begins
+            os.close(self.fd)
+        self.fd, self.segment, self.end = fd, number, 0
+
+    def append(self, payload: bytes) -> None:
+        """Write one frame; raises :class:`SpoolFull` at the bound (nothing written)."""
+        frame = FRAME.pack(len(payload), zlib.crc32(payload)) + payload
+        with self.lock:
+            if self.spooled_bytes + len(frame) > self.max_bytes:
+                raise SpoolFull
+            if self.end and self.end + len(frame) > self.segment_bytes:
+                self._open_segment(self.segment + 1)
+            written = os.write(self.fd, frame)
+            if written != len(frame):  # a full disk: the partial frame is a torn tail, cut it off
+                os.ftruncate(self.fd, self.end)
+                raise OSError(28, "short write to the spool (disk full?)")
+            self.end += written
+            self.spooled_bytes += written
+            self.frames += 1
+            if self.fsync == "always":
+                os.fdatasync(self.fd)
+            else:
+                self.dirty = True
+
+    def position(self) -> tuple[int, int]:
+        """(segment, end): what a reader of the live sub-spool may read."""
+        with self.lock:
+            return self.segment, self.end
+
+    def sync(self) -> None:
+        """fsync what was appended since the last call (the ``interval`` policy's timer calls it)."""
+        with self.lock:
+            if not self.dirty or self.fd < 0:
+                return
+            self.dirty = False
+            fd = self.fd
+        os.fdatasync(fd)
+
+    def forget(self, nbytes: int) -> None:
+        with self.lock:
+            self.spooled_bytes -= nbytes
+
+    def close(self) -> None:
+        with self.lock:
+            if self.fd >= 0:
+                if self.fsync != "never":
+                    os.fsync(self.fd)
+                os.close(self.fd)
+                self.fd = -1
+
+
+@dataclass
+class Chunk:
+    """Frames read from one segment: payloads, each frame's offset, and where reading stopped."""
+
+    segment: int
+    offsets: list[int]
+    payloads: list[bytes]
+    end: int
+    torn: int = 0  # bytes after ``end`` that are not a valid frame (only at a dead writer's tail)
+
+
+def read_frames(path: Path, start: int, limit: int | None, max_frames: int, max_bytes: int = 8 << 20) -> Chunk:
+    """Valid frames of a segment from ``start`` up to ``limit`` (None: read to the end of the file,
+    which is only done for segments nobody writes any more: trailing garbage is then a torn tail)."""
+    segment = int(path.name[: -len(SEGMENT_SUFFIX)])
+    with open(path, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        stop_at = size if limit is None else min(limit, size)
+        f.seek(start)
+        data = f.read(min(max_bytes, stop_at - start))
+    offsets: list[int] = []
+    payloads: list[bytes] = []
+    pos = 0
+    n = len(data)
+    header = FRAME.size
+    unpack = FRAME.unpack_from
+    crc32 = zlib.crc32
+    bad = False
+    while len(payloads) < max_frames:
+        if pos + header > n:
+            bad = start + n == stop_at and pos < n  # a header cut short at the end
+            break
+        length, crc = unpack(data, pos)
+        end = pos + header + length
+        if end > n:
+            if start + end > stop_at:
+                bad = True  # runs past the end: cut short
+            elif pos == 0:  # one frame larger than a read: read it whole
+                return read_frames(path, start, limit, max_frames, max_bytes=end)
+            break
+        payload = data[pos + header: end]
+        if crc32(payload) != crc:
+            bad = True
+            break
+        offsets.append(start + pos)
+        payloads.append(payload)
+        pos = end
+    # Only a segment nobody writes any more is read to its end (limit None); a bad frame there is
+    # a torn tail, and everything from it on is skipped, never shipped.
+    torn = size - (start + pos) if bad and limit is None else 0
+    return Chunk(segment, offsets, payloads, start + pos, torn)
+
+
+class AckFile:
+    """The persistent position up to which a sub-spool's events are in the store."""
+
+    def __init__(self, directory: Path, durable: bool):
+        self.path = directory / "acked"
+        self.durable = durable
+
+    def load(self) -> tuple[int, int]:
+        try:
+            segment, offset = self.path.read_text().split()
+            return int(segment), int(offset)
+        except FileNotFoundError:
+            return 0, 0
+        except ValueError:
+            # A damaged ack file (power loss during a non-durable write): start over; the store
+            # drops what it already has by request_id, so re-shipping is harmless.
+            log.warning("voxtrail: %s is damaged; re-shipping this spool from its start", self.path)
+            return 0, 0
+
+    def save(self, segment: int, offset: int) -> None:
+        tmp = self.path.with_name("acked.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            os.write(fd, f"{segment} {offset}\n".encode())
+            if self.durable:
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, self.path)

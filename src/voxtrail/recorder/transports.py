@@ -1,0 +1,128 @@
+"""Where the shipper sends spooled events: a database, an HTTP collector, or a Redis stream.
+
+A transport's ``send(batch)`` either delivers the whole batch (returning what happened) or
+raises :class:`Retry`: the shipper keeps the events spooled and tries again later with backoff.
+Only the HTTP transport can be told "never" by its server (a 4xx naming a bad event); it sets
+those events aside in ``rejected/`` itself (see :mod:`voxtrail.recorder.http`), so a batch can
+never block the spool forever and nothing is dropped silently.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import orjson
+
+from voxtrail.event import EventBatch, Reject
+
+log = logging.getLogger("voxtrail.recorder")
+
+
+class Retry(Exception):
+    """The destination cannot take the batch now (down, overloaded, unauthorised): try again later."""
+
+
+@dataclass
+class SpoolBatch:
+    """Consecutive frames of one segment: the raw payloads and where each frame starts.
+
+    ``stream_id`` names the segment (sub-spool + segment number) so that, with the offsets,
+    a reject stored twice (the batch re-shipped after a crash) is stored once.
+    """
+
+    stream_id: str
+    offsets: list[int]
+    payloads: list[bytes]
+
+
+@dataclass
+class Delivered:
+    inserted: int = 0
+    duplicates: int = 0
+    rejected: int = 0
+    notes: list[str] = field(default_factory=list)
+
+
+class Transport(Protocol):
+    name: str
+
+    def send(self, batch: SpoolBatch) -> Delivered: ...
+
+    def close(self) -> None: ...
+
+
+def decode(batch: SpoolBatch) -> tuple[list, list[Reject]]:
+    """Payloads -> objects; a payload that is not JSON (it passed its CRC, so this would be a
+    bug, not a torn write) becomes a reject rather than stopping the spool."""
+    try:
+        return orjson.loads(b"[" + b",".join(batch.payloads) + b"]"), []
+    except orjson.JSONDecodeError:
+        pass
+    objs, rejects = [], []
+    for offset, payload in zip(batch.offsets, batch.payloads):
+        try:
+            objs.append(orjson.loads(payload))
+        except orjson.JSONDecodeError as exc:
+            objs.append(None)
+            rejects.append(Reject(offset, f"recorder: undecodable spool record: {exc}", payload[:200]))
+    return objs, rejects
+
+
+def to_event_batch(objs: list, offsets: list[int], source: str) -> EventBatch:
+    """Objects -> a batch through the shared mapping (contract A) and the transforms chain."""
+    from voxtrail.sources.records import batch_from_objects
+    from voxtrail.transforms import apply, default_chain
+
+    keep = [i for i, o in enumerate(objs) if o is not None]
+    if len(keep) < len(objs):
+        objs, offsets = [objs[i] for i in keep], [offsets[i] for i in keep]
+    batch = batch_from_objects(objs, source=source, on_invalid="reject", offsets=offsets)
+    if batch.frame.height == 0 and "source" in batch.frame.columns:
+        # An all-rejects batch: EventBatch.empty() carries a source column that clashes with the
+        # constant; no event, so no columns are needed.
+        batch.frame = batch.frame.drop("source")
+    return apply(default_chain(), batch)
+
+
+class DatabaseTransport:
+    """Writes batches with ``Store.write``: one idempotent transaction per batch."""
+
+    name = "database"
+
+    def __init__(self, url: str):
+        self.url = url
+        self._store = None
+
+    def _open(self):
+        from voxtrail.store import Store, StoreError
+
+        if self._store is None:
+            try:
+                self._store = Store.open(self.url)
+            except StoreError as exc:
+                raise Retry(str(exc)) from exc
+        return self._store
+
+    def send(self, batch: SpoolBatch) -> Delivered:
+        from voxtrail.store import StoreError
+
+        store = self._open()
+        objs, bad = decode(batch)
+        events = to_event_batch(objs, batch.offsets, "recorder")
+        events.rejects = bad + events.rejects
+        try:
+            result = store.write(events, stream_id=batch.stream_id)
+        except StoreError as exc:
+            self.close()  # reconnect from scratch next time (the server may have restarted)
+            raise Retry(str(exc)) from exc
+        return Delivered(result.inserted, result.duplicates, result.rejected)
+
+    def close(self) -> None:
+        if self._store is not None:
+            store, self._store = self._store, None
+            try:
+                store.close()
+            except Exception as exc:  # noqa: BLE001 - a dead connection cannot be closed cleanly
+                log.debug("voxtrail: closing the store: %s", exc)

@@ -1,0 +1,148 @@
+"""The spool on its own: framing, torn tails, permissions, the bound, adoption of orphans."""
+
+from __future__ import annotations
+
+import logging
+import os
+import stat
+
+import pytest
+
+from helpers_recorder import dead_port, request_ids, rows
+from voxtrail import Recorder
+from voxtrail.recorder.spool import FRAME, SpoolWriter, SubSpool, read_frames, segment_name
+
+
+def down_url() -> str:
+    return f"postgresql://postgres@127.0.0.1:{dead_port()}/nothing"
+
+
+def test_frames_round_trip_and_segments_rotate(tmp_path):
+    sub = SubSpool.create(tmp_path)
+    writer = SpoolWriter(sub, fsync="never", segment_bytes=200, max_bytes=1 << 20)
+    payloads = [f'{{"i":{i}}}'.encode() for i in range(50)]
+    for p in payloads:
+        writer.append(p)
+    segments = sorted(p.name for p in sub.path.glob("*.seg"))
+    assert len(segments) > 1
+    got = []
+    for name in segments:
+        got += read_frames(sub.path / name, 0, None, 10_000).payloads
+    assert got == payloads
+    writer.close()
+
+
+def test_torn_tail_is_ignored_and_counted(tmp_path, sqlite_url):
+    spool = tmp_path / "spool"
+    rec = Recorder(db=down_url(), spool_dir=spool, max_backoff=0.2)
+    ids = [rec.record(text_input=f"t{i}") for i in range(100)]
+    assert not rec.close(timeout=0.2)
+    (sub,) = [p for p in spool.iterdir() if p.name.startswith("w-")]
+    seg = sub / segment_name(1)
+    good_size = seg.stat().st_size
+    with open(seg, "ab") as f:  # a crash in the middle of a write: a header promising more than is there
+        f.write(FRAME.pack(500, 123) + b'{"request_id": "torn"')
+    # The destination marker names the old destination: make the spool belong to the real one.
+    (spool / "destination").unlink()
+    rec2 = Recorder(db=sqlite_url, spool_dir=spool)
+    assert rec2.flush(30)
+    deadline_ok = _wait(lambda: not sub.exists())
+    assert deadline_ok, "the adopted sub-spool is removed once drained"
+    assert rec2.stats()["torn_bytes"] == seg_size_added(good_size)
+    rec2.close()
+    assert sorted(request_ids(sqlite_url)) == sorted(ids)
+
+
+def seg_size_added(_good: int) -> int:
+    return FRAME.size + len(b'{"request_id": "torn"')
+
+
+def test_corrupt_crc_stops_reading(tmp_path):
+    sub = SubSpool.create(tmp_path)
+    writer = SpoolWriter(sub, fsync="never", segment_bytes=1 << 20, max_bytes=1 << 20)
+    for i in range(3):
+        writer.append(f'{{"i":{i}}}'.encode())
+    writer.close()
+    path = sub.path / segment_name(1)
+    data = bytearray(path.read_bytes())
+    data[-2] ^= 0xFF  # flip a byte of the last payload
+    path.write_bytes(bytes(data))
+    chunk = read_frames(path, 0, None, 100)
+    assert [p for p in chunk.payloads] == [b'{"i":0}', b'{"i":1}']
+    assert chunk.torn == FRAME.size + len(b'{"i":2}')
+
+
+def test_files_are_private(tmp_path):
+    spool = tmp_path / "spool"
+    rec = Recorder(db=down_url(), spool_dir=spool, max_backoff=0.2)
+    rec.record(text_input="secret text")
+    assert stat.S_IMODE(spool.stat().st_mode) == 0o700
+    (sub,) = [p for p in spool.iterdir() if p.name.startswith("w-")]
+    assert stat.S_IMODE(sub.stat().st_mode) == 0o700
+    for f in sub.iterdir():
+        assert stat.S_IMODE(f.stat().st_mode) == 0o600, f
+    rec.close(timeout=0)
+
+
+def test_bound_drops_counts_and_warns(tmp_path, caplog):
+    rec = Recorder(db=down_url(), spool_dir=tmp_path / "spool", max_spool_bytes=20_000, max_backoff=0.2)
+    with caplog.at_level(logging.WARNING, logger="voxtrail.recorder"):
+        for i in range(1000):
+            rec.record(text_input="x" * 50)
+    stats = rec.stats()
+    assert stats["dropped"] > 0
+    assert stats["recorded"] + stats["dropped"] == 1000
+    assert stats["spooled_bytes"] <= 20_000
+    full = [r for r in caplog.records if "is full" in r.getMessage()]
+    assert 1 <= len(full) <= 2, "warned, and rate-limited"
+    rec.close(timeout=0)
+
+
+def test_spool_directory_serves_one_destination(tmp_path, sqlite_url):
+    Recorder(db=sqlite_url, spool_dir=tmp_path / "s").close()
+    with pytest.raises(ValueError, match="belongs to"):
+        Recorder(db=down_url(), spool_dir=tmp_path / "s")
+
+
+def test_unfinished_spool_is_delivered_by_the_next_recorder(tmp_path, sqlite_url):
+    spool = tmp_path / "spool"
+    first = Recorder(db=sqlite_url, spool_dir=spool)
+    lock = _hold_sqlite_write_lock(sqlite_url)  # the store cannot take writes
+    ids = [first.record(text_input=str(i)) for i in range(500)]
+    assert not first.close(timeout=0.3)
+    lock.rollback()
+    lock.close()
+    second = Recorder(db=sqlite_url, spool_dir=spool)
+    assert _wait(lambda: len([p for p in spool.iterdir() if p.name.startswith("w-")]) == 1)
+    assert second.stats()["adopted"] == 1
+    second.close()
+    stored = request_ids(sqlite_url)
+    assert sorted(stored) == sorted(ids)
+    assert rows(sqlite_url) == 500
+
+
+def _hold_sqlite_write_lock(url: str):
+    import sqlite3
+
+    conn = sqlite3.connect(url.removeprefix("sqlite:///"), isolation_level=None, timeout=1)
+    conn.execute("BEGIN IMMEDIATE")
+    return conn
+
+
+def _wait(cond, timeout: float = 30.0) -> bool:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return True
+        time.sleep(0.05)
+    return cond()
+
+
+def test_permissions_of_existing_spool_are_tightened(tmp_path, sqlite_url):
+    spool = tmp_path / "spool"
+    spool.mkdir(mode=0o755)
+    os.chmod(spool, 0o755)
+    Recorder(db=sqlite_url, spool_dir=spool).close()
+    assert stat.S_IMODE(spool.stat().st_mode) == 0o700
