@@ -15,6 +15,9 @@ from voxtrail import __version__
 from voxtrail.cli import import_cmd
 from voxtrail.cli.schema_cmd import schema_command
 from voxtrail.cli.status_cmd import status_command
+from voxtrail.cli.serve_cmd import serve_command
+from voxtrail.cli.user_cmd import user_group
+from voxtrail.cli.token_cmd import token_group
 from voxtrail.cli.output import fail
 
 # Exit statuses, documented in the README.
@@ -35,6 +38,9 @@ def app() -> None:
 import_cmd.register(app)
 app.add_command(schema_command)
 app.add_command(status_command)
+app.add_command(serve_command)
+app.add_command(user_group)
+app.add_command(token_group)
 
 
 def main(argv: list[str] | None = None) -> None:

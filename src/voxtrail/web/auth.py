@@ -14,7 +14,7 @@ from functools import lru_cache
 from typing import Callable
 from urllib.parse import quote, urlsplit
 
-from fastapi import APIRouter, Depends, Form, Request
+from fastapi import APIRouter, Depends, Form, HTTPException, Request
 from fastapi.responses import RedirectResponse
 from starlette.responses import Response
 
@@ -25,7 +25,8 @@ from voxtrail.web.sessions import (
 )
 from voxtrail.web.templating import templates
 
-__all__ = ["CurrentUser", "Forbidden", "NotAuthenticated", "csrf_token", "require_user", "router", "verify_csrf"]
+__all__ = ["CurrentUser", "Forbidden", "NotAuthenticated", "bearer_token", "csrf_token", "require_token",
+           "require_user", "router", "verify_csrf"]
 
 router = APIRouter()
 
@@ -75,6 +76,37 @@ def require_user(role: str = "viewer") -> Callable[[Request], CurrentUser]:
 
     dependency.__name__ = f"require_{role}"
     dependency.required_role = role  # type: ignore[attr-defined]
+    return dependency
+
+
+def bearer_token(request: Request) -> accounts.Token | None:
+    """The active API token in ``Authorization: Bearer ...``, or None (absent, unknown, revoked)."""
+    scheme, _, secret = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not secret.strip():
+        return None
+    return accounts.verify_token(request.app.state.store.engine, secret.strip())
+
+
+def token_refused(message: str) -> HTTPException:
+    return HTTPException(401, message, headers={"WWW-Authenticate": 'Bearer realm="voxtrail"'})
+
+
+@lru_cache(maxsize=None)
+def require_token(scope: str) -> Callable[[Request], accounts.Token]:
+    """A dependency: an active API token with ``scope`` (401 without one, 403 for another scope)."""
+
+    def dependency(request: Request) -> accounts.Token:
+        if not request.headers.get("authorization"):
+            raise token_refused("missing API token: send 'Authorization: Bearer <token>' "
+                                         "(create one with 'voxtrail token create NAME')")
+        token = bearer_token(request)
+        if token is None:
+            raise token_refused("invalid or revoked API token")
+        if token.scope != scope:
+            raise HTTPException(403, f"this token has scope {token.scope}; this needs a token with scope {scope}")
+        return token
+
+    dependency.__name__ = f"require_{scope}_token"
     return dependency
 
 

@@ -1,0 +1,149 @@
+"""``voxtrail serve``: the dashboard, audit pages, HTTP ingest and /metrics in one process.
+
+Listens on 127.0.0.1 by default. Another address is refused while no user exists: a fresh
+install must not put an open door on the network before anyone could log in.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+import sys
+from pathlib import Path
+
+import click
+
+from voxtrail.cli.common import db_options, opened_store
+from voxtrail.cli.output import fail
+
+SIZE_UNITS = {"": 1, "b": 1, "k": 1024, "kib": 1024, "kb": 1000, "m": 1024**2, "mib": 1024**2, "mb": 1000**2,
+              "g": 1024**3, "gib": 1024**3, "gb": 1000**3}
+
+
+class ByteSize(click.ParamType):
+    """``10MiB``, ``512k``, ``1048576``: a number of bytes."""
+
+    name = "size"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, int):
+            return value
+        text = str(value).strip().lower().replace(" ", "")
+        digits = text.rstrip("abcdefghijklmnopqrstuvwxyz")
+        unit = text[len(digits):]
+        try:
+            number = float(digits)
+        except ValueError:
+            number = -1
+        if unit not in SIZE_UNITS or number <= 0:
+            self.fail(f"{value!r} is not a size: use e.g. 10MiB, 512k or 1048576", param, ctx)
+        return int(number * SIZE_UNITS[unit])
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a host name other than localhost may resolve to anything
+
+
+def bind_socket(host: str, port: int) -> socket.socket:
+    """Bind before starting uvicorn so that port 0 gives a port we can print."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        fail(f"cannot listen on {host}: {exc.strerror}")
+    family, _, _, _, address = infos[0]
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(address)
+    except OSError as exc:
+        sock.close()
+        fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}")
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+def url_of(sock: socket.socket, tls: bool) -> str:
+    host, port = sock.getsockname()[:2]
+    shown = f"[{host}]" if ":" in host else host
+    return f"{'https' if tls else 'http'}://{shown}:{port}/"
+
+
+def run_server(settings, store, *, certfile: str | None = None, keyfile: str | None = None,
+               log_level: str = "info", announce: str = "serving") -> None:
+    """Serve ``create_app(settings, store)`` until interrupted; prints the URL first.
+
+    Shared with ``voxtrail demo``. The caller keeps ownership of ``store``.
+    """
+    import uvicorn
+
+    from voxtrail.web.app import create_app
+
+    app = create_app(settings, store)
+    sock = bind_socket(settings.host, settings.port)
+    config = uvicorn.Config(app, log_level=log_level, ssl_certfile=certfile, ssl_keyfile=keyfile,
+                            server_header=False, lifespan="on")
+    try:
+        config.load()  # reads the TLS files now, so a bad one is one line, not a traceback
+    except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
+        sock.close()
+        fail(f"cannot serve HTTPS with {certfile} and {keyfile}: {exc}")
+    print(f"voxtrail: {announce} {url_of(sock, bool(certfile))} (database {store.display_url})", flush=True)
+    server = uvicorn.Server(config)
+    try:
+        server.run(sockets=[sock])
+    finally:
+        sock.close()
+
+
+@click.command("serve")
+@db_options
+@click.option("--host", default="127.0.0.1", show_default=True, envvar="VOXTRAIL_HOST", show_envvar=True,
+              help="Address to listen on. Anything but loopback is refused until a user exists.")
+@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True, envvar="VOXTRAIL_PORT",
+              show_envvar=True, help="Port to listen on (0: any free port).")
+@click.option("--metrics", "metrics_access", type=click.Choice(["public", "token", "session"]), default="token",
+              show_default=True, envvar="VOXTRAIL_METRICS", show_envvar=True,
+              help="Who may read /metrics: anyone, an API token with scope read (or a session), a session only.")
+@click.option("--max-body", type=ByteSize(), default="10MiB", show_default=True, envvar="VOXTRAIL_MAX_BODY",
+              show_envvar=True, help="Largest body POST /api/v1/events accepts (413 beyond).")
+@click.option("--certfile", type=click.Path(dir_okay=False), envvar="VOXTRAIL_CERTFILE", show_envvar=True,
+              help="TLS certificate (PEM): serve HTTPS; cookies are then Secure.")
+@click.option("--keyfile", type=click.Path(dir_okay=False), envvar="VOXTRAIL_KEYFILE", show_envvar=True,
+              help="TLS private key (PEM) for --certfile.")
+@click.option("--secure-cookies", is_flag=True, envvar="VOXTRAIL_SECURE_COOKIES", show_envvar=True,
+              help="Mark cookies Secure without --certfile: for a TLS-terminating proxy in front.")
+@click.option("--log-level", type=click.Choice(["critical", "error", "warning", "info", "debug"]), default="info",
+              show_default=True, help="Server log level (requests are logged at info).")
+def serve_command(db, config_file, host, port, metrics_access, max_body, certfile, keyfile, secure_cookies,
+                  log_level) -> None:
+    """Serve the dashboard, audit pages, HTTP ingest (POST /api/v1/events) and /metrics.
+
+    \b
+    voxtrail user add admin --role admin         # first, someone who can log in
+    voxtrail serve --db postgresql://tts@db/tts  # http://127.0.0.1:8000/
+    voxtrail serve --host 0.0.0.0 --certfile cert.pem --keyfile key.pem
+    """
+    from voxtrail.store import accounts
+    from voxtrail.web.settings import WebSettings
+
+    if bool(certfile) != bool(keyfile):
+        fail("--certfile and --keyfile go together: give both to serve HTTPS")
+    for path in filter(None, (certfile, keyfile)):
+        if not Path(path).is_file():
+            fail(f"TLS file {path} does not exist")
+    with opened_store(db, None, config_file) as (store, _):
+        if not is_loopback(host) and accounts.count_users(store.engine) == 0:
+            fail(f"refusing to listen on {host} while no user exists: create one with "
+                 "'voxtrail user add NAME --role admin' first, or listen on 127.0.0.1")
+        settings = WebSettings(db=store.display_url, host=host, port=port, metrics_access=metrics_access,
+                               max_body=max_body, secure_cookies=secure_cookies or bool(certfile))
+        try:
+            run_server(settings, store, certfile=certfile, keyfile=keyfile, log_level=log_level)
+        except KeyboardInterrupt:
+            sys.exit(0)

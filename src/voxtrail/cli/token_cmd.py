@@ -1,0 +1,86 @@
+"""``voxtrail token``: API tokens for machines (HTTP ingest, /metrics scrapers).
+
+A token's secret (``vxt_`` + 43 characters) is printed once, at creation; the database keeps
+only its SHA-256, so a lost secret is replaced, not recovered.
+"""
+
+from __future__ import annotations
+
+import click
+
+from voxtrail.cli.common import db_options, opened_store
+from voxtrail.cli.output import fail, print_json
+
+
+def _iso(value) -> str | None:
+    return value.isoformat(sep=" ", timespec="seconds") if value else None
+
+
+@click.group("token")
+def token_group() -> None:
+    """Manage API tokens: create (scope ingest or read), list, revoke."""
+
+
+@token_group.command("create")
+@click.argument("name")
+@click.option("--scope", type=click.Choice(["ingest", "read"]), default="ingest", show_default=True,
+              help="ingest: POST /api/v1/events; read: scrape /metrics.")
+@db_options
+@click.option("--json", "as_json", is_flag=True, help="Print the token (with its secret) as JSON.")
+def token_create(name, scope, db, config_file, as_json) -> None:
+    """Create token NAME and print its secret (shown only this once)."""
+    from voxtrail.store import accounts
+
+    with opened_store(db, None, config_file) as (store, _):
+        try:
+            token, secret = accounts.create_token(store.engine, name, scope, created_by="cli")
+        except accounts.AccountError as exc:
+            fail(str(exc))
+    if as_json:
+        print_json({**token.as_dict(), "token": secret})
+        return
+    click.echo(f"token {token.name} (id {token.id}, scope {token.scope}) created; its secret, shown only now:",
+               err=True)
+    click.echo(secret)
+
+
+@token_group.command("list")
+@db_options
+@click.option("--json", "as_json", is_flag=True, help="Print the tokens as JSON.")
+def token_list(db, config_file, as_json) -> None:
+    """List tokens: id, name, prefix, scope, created, last used, revoked (never the secret)."""
+    from voxtrail.store import accounts
+
+    with opened_store(db, None, config_file) as (store, _):
+        tokens = accounts.list_tokens(store.engine)
+    if as_json:
+        print_json([t.as_dict() for t in tokens])
+        return
+    if not tokens:
+        click.echo("no tokens yet: create one with 'voxtrail token create NAME'")
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(box=None, header_style="bold")
+    for column in ("id", "name", "prefix", "scope", "created (UTC)", "last used (UTC)", "revoked (UTC)"):
+        table.add_column(column, no_wrap=True)
+    for t in tokens:
+        table.add_row(str(t.id), t.name, t.prefix + "…", t.scope, _iso(t.created_at), _iso(t.last_used_at) or "never",
+                      _iso(t.revoked_at) or "")
+    Console(highlight=False).print(table)
+
+
+@token_group.command("revoke")
+@click.argument("name_or_id", metavar="NAME|ID")
+@db_options
+def token_revoke(name_or_id, db, config_file) -> None:
+    """Revoke a token by name or id: requests with it are refused from now on."""
+    from voxtrail.store import accounts
+
+    with opened_store(db, None, config_file) as (store, _):
+        try:
+            token = accounts.revoke_token(store.engine, name_or_id)
+        except accounts.AccountError as exc:
+            fail(str(exc))
+    click.echo(f"token {token.name} (id {token.id}) revoked")

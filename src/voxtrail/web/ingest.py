@@ -1,0 +1,123 @@
+"""``POST /api/v1/events``: events from services in other languages and from remote nodes.
+
+Wire protocol (contract B, docs/serve.md): ``Authorization: Bearer <token with scope ingest>``;
+body ``application/json`` (an array of event objects, or one object) or
+``application/x-ndjson`` (one object a line); keys are event field names, ``ts`` is ISO-8601
+with an offset, ``request_id`` is required. A batch is all or nothing: the first invalid event
+answers 400 naming its index and field, and nothing of the batch is stored. Posting the same
+batch again stores nothing new (``request_id`` is unique), so clients simply retry.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import orjson
+from fastapi import APIRouter, Depends, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse
+
+from voxtrail.sources.records import InvalidEvent, batch_from_objects
+from voxtrail.store import StoreError
+from voxtrail.store.accounts import Token
+from voxtrail.transforms import apply, default_chain
+from voxtrail.web.auth import require_token
+
+router = APIRouter()
+log = logging.getLogger("voxtrail.web.ingest")
+
+JSON_TYPES = ("application/json",)
+NDJSON_TYPES = ("application/x-ndjson", "application/ndjson", "application/jsonl", "application/x-jsonlines")
+RETRY_AFTER_SECONDS = 5
+
+
+class BadBody(Exception):
+    def __init__(self, status: int, message: str, event: int | None = None, field: str | None = None,
+                 headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status, self.message, self.event, self.field, self.headers = status, message, event, field, headers
+
+    def response(self) -> JSONResponse:
+        body: dict[str, Any] = {"error": self.message}
+        if self.status == 400:
+            body.update(event=self.event, field=self.field)
+        return JSONResponse(body, status_code=self.status, headers=self.headers)
+
+
+def media_type(request: Request) -> str:
+    return request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+
+
+async def read_limited(request: Request, limit: int) -> bytes:
+    """The body, refused with 413 as soon as it passes ``limit`` bytes (never buffered whole)."""
+    too_large = BadBody(413, f"request body larger than {limit} bytes: send fewer events per request")
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise too_large
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise too_large
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def decode_objects(body: bytes, kind: str) -> list[Any]:
+    if kind == "json":
+        try:
+            data = orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            raise BadBody(400, f"body is not valid JSON: {exc}") from None
+        if isinstance(data, dict):
+            return [data]
+        if not isinstance(data, list):
+            raise BadBody(400, f"expected a JSON array of event objects or one object, got {type(data).__name__}")
+        return data
+    objects = []
+    for number, line in enumerate(body.split(b"\n"), start=1):
+        if not line.strip():
+            continue
+        try:
+            objects.append(orjson.loads(line))
+        except orjson.JSONDecodeError as exc:
+            raise BadBody(400, f"line {number} is not valid JSON: {exc}", event=len(objects)) from None
+    return objects
+
+
+def store_objects(request: Request, body: bytes, kind: str) -> dict[str, int]:
+    """Parse, validate, transform and store: CPU and database work, run off the event loop."""
+    objects = decode_objects(body, kind)
+    try:
+        batch = batch_from_objects(objects, source="http", on_invalid="raise", require_request_id=True)
+    except InvalidEvent as exc:
+        raise BadBody(400, f"event {exc.index}: {exc}", event=exc.index, field=exc.field) from None
+    batch = apply(default_chain(), batch)
+    if batch.rejects:  # a transform refused an event: all or nothing, the client must fix it
+        raise BadBody(400, batch.rejects[0].reason)
+    try:
+        result = request.app.state.store.write(batch)
+    except StoreError as exc:
+        log.warning("ingest refused with 503: %s", exc)
+        raise BadBody(503, "the database is unavailable; retry later",
+                      headers={"Retry-After": str(RETRY_AFTER_SECONDS)}) from None
+    return {"received": len(objects), "inserted": result.inserted, "duplicates": result.duplicates}
+
+
+@router.post("/api/v1/events")
+async def ingest_events(request: Request, token: Token = Depends(require_token("ingest"))) -> JSONResponse:
+    kind = media_type(request)
+    if kind in JSON_TYPES:
+        kind = "json"
+    elif kind in NDJSON_TYPES:
+        kind = "ndjson"
+    else:
+        return BadBody(415, f"unsupported content type {kind or '(none)'!r}: send application/json "
+                            "or application/x-ndjson").response()
+    try:
+        body = await read_limited(request, request.app.state.settings.max_body)
+        return JSONResponse(await run_in_threadpool(store_objects, request, body, kind))
+    except BadBody as exc:
+        return exc.response()
