@@ -235,12 +235,16 @@ def list_tokens(engine: sa.Engine) -> list[Token]:
         return [Token(*r) for r in rows]
 
 
-def revoke_token(engine: sa.Engine, name_or_id: str) -> Token:
-    """Revoke the active token with this name, or the token with this numeric id."""
+def revoke_token(engine: sa.Engine, name_or_id: str | int) -> Token:
+    """Revoke the token with this id (an int), or the active token with this name (a str), or
+    failing that the token whose id the str spells."""
     with engine.begin() as conn:
         query = sa.select(*_TOKEN_COLUMNS)
-        row = conn.execute(query.where(api_tokens.c.name == name_or_id, api_tokens.c.revoked_at.is_(None))).first()
-        if row is None and name_or_id.isdigit():
+        row = None
+        if isinstance(name_or_id, str):
+            row = conn.execute(query.where(api_tokens.c.name == name_or_id,
+                                           api_tokens.c.revoked_at.is_(None))).first()
+        if row is None and str(name_or_id).isdigit():
             row = conn.execute(query.where(api_tokens.c.id == int(name_or_id))).first()
         if row is None:
             raise AccountError(f"no active token named {name_or_id!r} (see 'voxtrail token list')")

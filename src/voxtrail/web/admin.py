@@ -1,0 +1,120 @@
+"""``/admin``: users and API tokens, for admins. Every form is a CSRF-checked POST.
+
+After a change the browser is redirected back to ``/admin`` (so reloading does not repeat it),
+with a notice chosen from a fixed list: the page never echoes free text from the URL. The one
+exception is a new token, whose secret is rendered once in the POST's own answer (never
+stored, never in a URL).
+"""
+
+from __future__ import annotations
+
+from urllib.parse import urlencode
+
+from fastapi import APIRouter, Depends, Form, Request
+from fastapi.responses import RedirectResponse
+from starlette.responses import Response
+
+from voxtrail.store import accounts
+from voxtrail.web.auth import CurrentUser, require_user, verify_csrf
+from voxtrail.web.templating import templates
+
+router = APIRouter()
+admin_only = require_user("admin")
+
+NOTICES = {
+    "user-added": "User {name} added.",
+    "user-removed": "User {name} removed; their sessions have ended.",
+    "role-changed": "{name} now has another role.",
+    "password-reset": "Password of {name} changed; their sessions have ended.",
+    "token-revoked": "Token {name} revoked.",
+}
+
+
+def _engine(request: Request):
+    return request.app.state.store.engine
+
+
+def admin_page(request: Request, *, error: str | None = None, new_token: dict | None = None,
+               status_code: int = 200) -> Response:
+    engine = _engine(request)
+    notice_key = request.query_params.get("notice", "")
+    notice = NOTICES[notice_key].format(name=request.query_params.get("name", "")) if notice_key in NOTICES else None
+    context = {
+        "users": accounts.list_users(engine),
+        "tokens": accounts.list_tokens(engine),
+        "roles": accounts.ROLES,
+        "scopes": accounts.SCOPES,
+        "notice": notice,
+        "error": error,
+        "new_token": new_token,
+    }
+    return templates.TemplateResponse(request, "admin.html", context, status_code=status_code)
+
+
+def done(notice: str, name: str) -> RedirectResponse:
+    return RedirectResponse("/admin?" + urlencode({"notice": notice, "name": name}), status_code=303)
+
+
+@router.get("/admin")
+def admin_home(request: Request, user: CurrentUser = Depends(admin_only)) -> Response:
+    return admin_page(request)
+
+
+def _act(request: Request, action, *args) -> Response | None:
+    """Run an accounts change; a refusal renders the page with the reason (400)."""
+    try:
+        action(_engine(request), *args)
+    except accounts.AccountError as exc:
+        return admin_page(request, error=str(exc), status_code=400)
+    return None
+
+
+def _not_yourself(request: Request, user: CurrentUser, name: str, what: str) -> Response | None:
+    if name == user.name:
+        return admin_page(request, error=f"You cannot {what} your own account: ask another admin, "
+                                         "or use the voxtrail user command.", status_code=400)
+    return None
+
+
+@router.post("/admin/users", dependencies=[Depends(verify_csrf)])
+def add_user(request: Request, user: CurrentUser = Depends(admin_only), name: str = Form(...),
+             role: str = Form(...), password: str = Form(...)) -> Response:
+    return _act(request, accounts.add_user, name, role, password) or done("user-added", name)
+
+
+@router.post("/admin/users/{name}/remove", dependencies=[Depends(verify_csrf)])
+def remove_user(request: Request, name: str, user: CurrentUser = Depends(admin_only)) -> Response:
+    return (_not_yourself(request, user, name, "remove")
+            or _act(request, accounts.remove_user, name) or done("user-removed", name))
+
+
+@router.post("/admin/users/{name}/role", dependencies=[Depends(verify_csrf)])
+def change_role(request: Request, name: str, user: CurrentUser = Depends(admin_only),
+                role: str = Form(...)) -> Response:
+    return (_not_yourself(request, user, name, "change the role of")
+            or _act(request, accounts.set_role, name, role) or done("role-changed", name))
+
+
+@router.post("/admin/users/{name}/password", dependencies=[Depends(verify_csrf)])
+def reset_password(request: Request, name: str, user: CurrentUser = Depends(admin_only),
+                   password: str = Form(...)) -> Response:
+    return _act(request, accounts.set_password, name, password) or done("password-reset", name)
+
+
+@router.post("/admin/tokens", dependencies=[Depends(verify_csrf)])
+def create_token(request: Request, user: CurrentUser = Depends(admin_only), name: str = Form(...),
+                 scope: str = Form("ingest")) -> Response:
+    try:
+        token, secret = accounts.create_token(_engine(request), name, scope, created_by=user.name)
+    except accounts.AccountError as exc:
+        return admin_page(request, error=str(exc), status_code=400)
+    return admin_page(request, new_token={"name": token.name, "scope": token.scope, "secret": secret})
+
+
+@router.post("/admin/tokens/{token_id}/revoke", dependencies=[Depends(verify_csrf)])
+def revoke_token(request: Request, token_id: int, user: CurrentUser = Depends(admin_only)) -> Response:
+    try:
+        token = accounts.revoke_token(_engine(request), token_id)
+    except accounts.AccountError as exc:
+        return admin_page(request, error=str(exc), status_code=400)
+    return done("token-revoked", token.name)

@@ -1,0 +1,117 @@
+"""``GET /metrics``: Prometheus text format, computed from the store at scrape time.
+
+A custom collector asks :mod:`voxtrail.query.prometheus` when Prometheus scrapes, so the
+figures are those of every event in the database, whichever way it arrived (files, recorder,
+HTTP, Redis) and whichever voxtrail process wrote it; counters only grow because events are
+never deleted by voxtrail. Consecutive scrapes within ``MIN_INTERVAL`` seconds share one query.
+The app's own process metrics (CPU, memory, file descriptors, GC) come with them.
+
+Access (``voxtrail serve --metrics``): ``public``; ``token`` (default): an API token with scope
+``read``, or a logged-in session; ``session``: a logged-in session only.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import sqlalchemy as sa
+from fastapi import APIRouter, Request
+from fastapi.concurrency import run_in_threadpool
+from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.exposition import choose_encoder
+from starlette.responses import Response
+
+from voxtrail.query.prometheus import LABELS, LATENCY_BUCKETS_SECONDS, SeriesTotals, series_totals
+from voxtrail.web.auth import NotAuthenticated, require_token, token_refused
+from voxtrail.web.sessions import current_session
+
+router = APIRouter()
+MIN_INTERVAL = 5.0
+_registry_lock = threading.Lock()
+
+
+class StoreCollector:
+    """Reads the store when collected; reports ``voxtrail_database_up 0`` when it cannot."""
+
+    def __init__(self, engine: sa.Engine) -> None:
+        self.engine = engine
+        self._lock = threading.Lock()
+        self._cached: tuple[float, list[SeriesTotals]] | None = None
+
+    def _totals(self) -> list[SeriesTotals]:
+        with self._lock:  # concurrent scrapes wait for one query instead of running several
+            now = time.monotonic()
+            if self._cached is None or now - self._cached[0] >= MIN_INTERVAL:
+                with self.engine.connect() as conn:
+                    self._cached = (now, series_totals(conn))
+            return self._cached[1]
+
+    def collect(self):
+        up = GaugeMetricFamily("voxtrail_database_up", "1 when the last scrape could read the database, else 0.")
+        try:
+            totals = self._totals()
+        except sa.exc.SQLAlchemyError:
+            up.add_metric([], 0)
+            yield up
+            return
+        up.add_metric([], 1)
+        yield up
+        calls = CounterMetricFamily("voxtrail_tts_calls", "TTS generations recorded.", labels=LABELS)
+        failures = CounterMetricFamily("voxtrail_tts_failures", "TTS generations that failed.", labels=LABELS)
+        latency = HistogramMetricFamily("voxtrail_tts_latency_seconds", "Time a TTS generation took.",
+                                        labels=LABELS)
+        bounds = [str(b) for b in LATENCY_BUCKETS_SECONDS] + ["+Inf"]
+        for series in totals:
+            labels = list(series.labels)
+            calls.add_metric(labels, series.calls)
+            failures.add_metric(labels, series.failures)
+            latency.add_metric(labels, list(zip(bounds, series.buckets)), series.latency_sum_seconds)
+        yield calls
+        yield failures
+        yield latency
+
+
+def build_registry(engine: sa.Engine) -> CollectorRegistry:
+    registry = CollectorRegistry(auto_describe=False)
+    ProcessCollector(registry=registry)
+    PlatformCollector(registry=registry)
+    GCCollector(registry=registry)
+    registry.register(StoreCollector(engine))
+    return registry
+
+
+def check_access(request: Request) -> None:
+    access = request.app.state.settings.metrics_access
+    if access == "public":
+        return
+    if access == "token" and request.headers.get("authorization"):
+        require_token("read")(request)
+        return
+    if current_session(request) is None:
+        if access == "token":
+            raise token_refused("/metrics needs an API token with scope read "
+                                "('voxtrail token create NAME --scope read') or a logged-in session")
+        raise NotAuthenticated()
+
+
+def app_registry(request: Request) -> CollectorRegistry:
+    """One registry per app, made at the first scrape."""
+    state = request.app.state
+    with _registry_lock:
+        if getattr(state, "metrics_registry", None) is None:
+            state.metrics_registry = build_registry(state.store.engine)
+        return state.metrics_registry
+
+
+def render(request: Request) -> Response:
+    check_access(request)
+    # The text format Prometheus asks for (Accept), OpenMetrics included.
+    encoder, content_type = choose_encoder(request.headers.get("accept", ""))
+    return Response(encoder(app_registry(request)), headers={"Content-Type": content_type})
+
+
+@router.get("/metrics")
+async def metrics(request: Request) -> Response:
+    return await run_in_threadpool(render, request)
