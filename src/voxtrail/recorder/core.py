@@ -69,25 +69,35 @@ def _json_default(value: Any) -> Any:
 
 
 def _transport_factory(db: str | None, url: str | None, token: str | None, redis: str | None, stream: str,
-                       http_timeout: float) -> tuple[Callable[[], Transport], str]:
+                       http_timeout: float) -> tuple[Callable[[Path], Transport], str]:
+    """A function making the destination's transport (a fresh one after a fork), and its name."""
     chosen = [name for name, v in (("db", db), ("url", url), ("redis", redis)) if v]
     if len(chosen) > 1:
         raise ValueError(f"Recorder: give one destination, not {' and '.join(chosen)}")
     if url:
         from voxtrail.recorder.http import HttpTransport
 
-        return (lambda: HttpTransport(url, token, timeout=http_timeout)), f"http {url}"
+        return (lambda spool: HttpTransport(url, token, timeout=http_timeout, spool_dir=spool)), f"http {url}"
     if redis:
         from voxtrail.recorder.redis import RedisTransport
 
-        return (lambda: RedisTransport(redis, stream)), f"redis {redis} {stream}"
+        return (lambda spool: RedisTransport(redis, stream)), f"redis {_hide_password(redis)} {stream}"
     from voxtrail import config
     from voxtrail.recorder.transports import DatabaseTransport
     from voxtrail.store.engine import normalize_url
 
     resolved = db or config.load().db
     shown = normalize_url(resolved)[0].render_as_string(hide_password=True)
-    return (lambda: DatabaseTransport(resolved)), f"db {shown}"
+    return (lambda spool: DatabaseTransport(resolved)), f"db {shown}"
+
+
+def _hide_password(url: str) -> str:
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    return url.replace(f":{parts.password}@", ":***@", 1)
 
 
 class Recorder:
@@ -148,7 +158,7 @@ class Recorder:
         self._writer = SpoolWriter(self._sub, fsync=o["fsync"], segment_bytes=o["segment_bytes"],
                                    max_bytes=o["max_spool_bytes"])
         own = Drain(self._sub, self._writer, o["fsync"] != "never", self._stats)
-        self._shipper = Shipper(self.spool_dir, own, self._new_transport(), self._stats,
+        self._shipper = Shipper(self.spool_dir, own, self._new_transport(self.spool_dir), self._stats,
                                 batch_size=o["batch_size"], idle_wait=o["flush_interval"],
                                 max_backoff=o["max_backoff"],
                                 fsync_interval=o["fsync_interval"] if o["fsync"] == "interval" else None,
