@@ -18,6 +18,7 @@ from voxtrail.cli.status_cmd import status_command
 from voxtrail.cli.serve_cmd import serve_command
 from voxtrail.cli.user_cmd import user_group
 from voxtrail.cli.token_cmd import token_group
+from voxtrail.cli.demo_cmd import demo_command
 from voxtrail.cli.collect_cmd import collect_command
 from voxtrail.cli.output import fail
 
@@ -43,6 +44,7 @@ app.add_command(collect_command)
 app.add_command(serve_command)
 app.add_command(user_group)
 app.add_command(token_group)
+app.add_command(demo_command)
 
 
 def main(argv: list[str] | None = None) -> None:

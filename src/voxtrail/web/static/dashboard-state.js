@@ -1,0 +1,48 @@
+// The dashboard's state lives in the URL: filters, time range and refresh interval, so a view
+// can be shared and back/forward restore it. Parameter names are the stats API's own.
+
+export const FILTER_KEYS = ["node", "model", "model_version", "emotion", "emotion_control", "status"];
+export const RANGES = ["1h", "24h", "7d", "30d"];
+export const REFRESH_CHOICES = [0, 30, 60, 300];
+
+export function readState(search, defaults) {
+  const params = new URLSearchParams(search);
+  const filters = {};
+  for (const key of FILTER_KEYS) {
+    // repeated keys (node=a&node=b) and comma lists (node=a,b) both mean "any of these"
+    filters[key] = params.getAll(key).flatMap((v) => v.split(",")).map((v) => v.trim()).filter(Boolean);
+  }
+  const since = params.get("since") || "";
+  const until = params.get("until") || "";
+  let range = params.get("range") || "";
+  if (!range) range = since || until ? "custom" : defaults.range;
+  const refreshText = params.get("refresh");
+  const refresh = refreshText === null ? defaults.refresh : Number(refreshText) || 0;
+  return { range, since, until, filters, refresh };
+}
+
+// Query string for the stats API (filters only) ...
+export function apiParams(state) {
+  const params = new URLSearchParams();
+  if (state.range === "custom") {
+    if (state.since) params.set("since", state.since);
+    if (state.until) params.set("until", state.until);
+  } else {
+    params.set("range", state.range);
+  }
+  for (const key of FILTER_KEYS) {
+    for (const value of state.filters[key]) params.append(key, value);
+  }
+  return params;
+}
+
+// ... and for the page's own URL (plus the refresh interval when it is not the default).
+export function pageParams(state, defaults) {
+  const params = apiParams(state);
+  if (state.refresh !== defaults.refresh) params.set("refresh", String(state.refresh));
+  return params;
+}
+
+export function sameState(a, b) {
+  return JSON.stringify(a) === JSON.stringify(b);
+}
