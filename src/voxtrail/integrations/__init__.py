@@ -1,0 +1,1 @@
+"""Ready-made instrumentation of TTS engines: :mod:`voxtrail.integrations.indextts` (IndexTTS2)."""
