@@ -13,7 +13,7 @@ from voxtrail.cli.output import fail, print_json
 
 
 def _iso(value) -> str | None:
-    return value.isoformat(sep=" ", timespec="seconds") if value else None
+    return value.strftime("%Y-%m-%d %H:%M:%S") if value else None
 
 
 @click.group("token")
@@ -68,7 +68,10 @@ def token_list(db, config_file, as_json) -> None:
     for t in tokens:
         table.add_row(str(t.id), t.name, t.prefix + "…", t.scope, _iso(t.created_at), _iso(t.last_used_at) or "never",
                       _iso(t.revoked_at) or "")
-    Console(highlight=False).print(table)
+    out = Console(highlight=False)
+    if not out.is_terminal:  # a pipe or file: never truncate what scripts read
+        out.width = 200
+    out.print(table)
 
 
 @token_group.command("revoke")

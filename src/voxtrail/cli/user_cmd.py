@@ -134,4 +134,7 @@ def user_list(db, config_file, as_json) -> None:
     for u in users:
         table.add_row(u.name, u.role, str(u.created_at)[:19], str(u.password_changed_at or "")[:19],
                       str(u.failed_logins))
-    Console(highlight=False).print(table)
+    out = Console(highlight=False)
+    if not out.is_terminal:  # a pipe or file: never truncate what scripts read
+        out.width = 200
+    out.print(table)

@@ -14,6 +14,7 @@ import re
 import secrets
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta, timezone
+from functools import lru_cache
 from typing import Any
 
 import sqlalchemy as sa
@@ -31,8 +32,12 @@ TOUCH_INTERVAL = timedelta(seconds=60)
 
 _NAME = re.compile(r"^[\w.@+-]{1,128}$")
 _hasher = PasswordHasher()
-# Verified against when a login names no existing user, so both cases take the same time.
-_DUMMY_HASH = _hasher.hash(secrets.token_urlsafe(16))
+
+
+@lru_cache(maxsize=1)
+def _dummy_hash() -> str:
+    """Verified against when a login names no existing user, so both cases take the same time."""
+    return _hasher.hash(secrets.token_urlsafe(16))
 
 
 class AccountError(ValueError):
@@ -164,7 +169,7 @@ def authenticate(engine: sa.Engine, name: str, password: str) -> User | None:
     """
     with engine.connect() as conn:
         row = conn.execute(sa.select(users.c.id, users.c.password_hash).where(users.c.name == name)).first()
-    stored = row.password_hash if row else _DUMMY_HASH
+    stored = row.password_hash if row else _dummy_hash()
     try:
         _hasher.verify(stored, password)
         ok = row is not None

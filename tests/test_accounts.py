@@ -1,0 +1,228 @@
+"""Users, API tokens and sessions in the store (all three databases), and their CLI commands."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from datetime import timedelta
+
+import pytest
+import sqlalchemy as sa
+from argon2 import PasswordHasher
+
+from voxtrail.store import Store, accounts
+from voxtrail.store.schema import api_tokens, users, web_sessions
+
+PASSWORD = "correct horse battery"
+
+
+@pytest.fixture
+def store(db_url):
+    with Store.open(db_url) as s:
+        yield s
+
+
+def test_users_add_list_role_remove(store):
+    e = store.engine
+    assert accounts.count_users(e) == 0
+    alice = accounts.add_user(e, "alice", "admin", PASSWORD)
+    accounts.add_user(e, "bob", "viewer", PASSWORD)
+    assert (alice.name, alice.role) == ("alice", "admin")
+    assert [u.name for u in accounts.list_users(e)] == ["alice", "bob"]
+    with pytest.raises(accounts.AccountError, match="already exists"):
+        accounts.add_user(e, "alice", "viewer", PASSWORD)
+    with pytest.raises(accounts.AccountError, match="unknown role"):
+        accounts.add_user(e, "carol", "root", PASSWORD)
+    with pytest.raises(accounts.AccountError, match="too short"):
+        accounts.add_user(e, "carol", "viewer", "short")
+    with pytest.raises(accounts.AccountError, match="invalid user name"):
+        accounts.add_user(e, "no spaces", "viewer", PASSWORD)
+    accounts.set_role(e, "bob", "auditor")
+    assert accounts.get_user(e, "bob").role == "auditor"
+    accounts.remove_user(e, "bob")
+    assert accounts.get_user(e, "bob") is None
+    with pytest.raises(accounts.AccountError, match="no user named 'bob'"):
+        accounts.remove_user(e, "bob")
+
+
+def test_passwords_are_argon2_hashes_and_authenticate(store):
+    e = store.engine
+    accounts.add_user(e, "alice", "auditor", PASSWORD)
+    with e.connect() as conn:
+        stored = conn.execute(sa.select(users.c.password_hash)).scalar_one()
+    assert stored.startswith("$argon2id$") and PASSWORD not in stored
+    assert accounts.authenticate(e, "alice", PASSWORD).name == "alice"
+    assert accounts.authenticate(e, "alice", "wrong password") is None
+    assert accounts.authenticate(e, "nobody", PASSWORD) is None
+    assert accounts.get_user(e, "alice").failed_logins == 1
+    accounts.authenticate(e, "alice", "wrong password")
+    accounts.authenticate(e, "alice", "wrong password")
+    assert accounts.get_user(e, "alice").failed_logins == 3
+    assert accounts.authenticate(e, "alice", PASSWORD) is not None
+    assert accounts.get_user(e, "alice").failed_logins == 0
+
+
+def test_weak_parameters_are_rehashed_at_login(store):
+    e = store.engine
+    accounts.add_user(e, "alice", "viewer", PASSWORD)
+    weak = PasswordHasher(time_cost=1, memory_cost=8, parallelism=1).hash(PASSWORD)
+    with e.begin() as conn:
+        conn.execute(users.update().values(password_hash=weak))
+    assert accounts.authenticate(e, "alice", PASSWORD) is not None
+    with e.connect() as conn:
+        rehashed = conn.execute(sa.select(users.c.password_hash)).scalar_one()
+    assert rehashed != weak and not PasswordHasher().check_needs_rehash(rehashed)
+
+
+def test_password_change_and_removal_end_sessions(store):
+    e = store.engine
+    alice = accounts.add_user(e, "alice", "admin", PASSWORD)
+    raw1, _ = accounts.create_session(e, alice.id, timedelta(hours=1))
+    raw2, _ = accounts.create_session(e, alice.id, timedelta(hours=1))
+    assert accounts.count_sessions(e, "alice") == 2
+    accounts.set_password(e, "alice", "another password")
+    assert accounts.load_session(e, raw1, timedelta(hours=1)) is None
+    assert accounts.authenticate(e, "alice", PASSWORD) is None
+    raw3, _ = accounts.create_session(e, alice.id, timedelta(hours=1))
+    assert accounts.load_session(e, raw3, timedelta(hours=1)).user.name == "alice"
+    accounts.remove_user(e, "alice")
+    assert accounts.count_sessions(e) == 0
+    assert accounts.load_session(e, raw2, timedelta(hours=1)) is None
+
+
+def test_sessions_store_only_hashes_and_expire(store):
+    e = store.engine
+    alice = accounts.add_user(e, "alice", "viewer", PASSWORD)
+    raw, session = accounts.create_session(e, alice.id, timedelta(hours=1))
+    with e.connect() as conn:
+        id_hash = conn.execute(sa.select(web_sessions.c.id_hash)).scalar_one()
+    assert id_hash == accounts.sha256_hex(raw) and raw not in id_hash
+    loaded = accounts.load_session(e, raw, timedelta(minutes=30))
+    assert loaded.user.name == "alice" and loaded.csrf_token == session.csrf_token
+    assert accounts.load_session(e, raw + "x", timedelta(minutes=30)) is None
+    # idle: last seen 31 minutes ago
+    with e.begin() as conn:
+        conn.execute(web_sessions.update().values(last_seen_at=accounts.utcnow() - timedelta(minutes=31)))
+    assert accounts.load_session(e, raw, timedelta(minutes=30)) is None
+    assert accounts.count_sessions(e) == 0  # deleted when found stale
+    # absolute expiry
+    raw, _ = accounts.create_session(e, alice.id, timedelta(hours=1))
+    with e.begin() as conn:
+        conn.execute(web_sessions.update().values(expires_at=accounts.utcnow() - timedelta(seconds=1)))
+    assert accounts.load_session(e, raw, timedelta(hours=8)) is None
+    raw, _ = accounts.create_session(e, alice.id, timedelta(hours=1))
+    with e.begin() as conn:
+        conn.execute(web_sessions.update().values(last_seen_at=accounts.utcnow() - timedelta(hours=3)))
+    assert accounts.purge_sessions(e, timedelta(hours=2)) == 1
+
+
+def test_tokens_create_verify_revoke(store):
+    e = store.engine
+    token, secret = accounts.create_token(e, "shipper", "ingest", created_by="cli")
+    assert secret.startswith("vxt_") and len(secret) == 4 + 43
+    assert token.prefix == secret[:8] and token.active and token.last_used_at is None
+    with e.connect() as conn:
+        stored = conn.execute(sa.select(api_tokens.c.token_hash)).scalar_one()
+    assert stored == accounts.sha256_hex(secret)
+    with pytest.raises(accounts.AccountError, match="active token named 'shipper' exists"):
+        accounts.create_token(e, "shipper")
+    with pytest.raises(accounts.AccountError, match="unknown scope"):
+        accounts.create_token(e, "x", "write")
+    assert accounts.verify_token(e, secret).name == "shipper"
+    assert accounts.verify_token(e, secret[:-1] + ("A" if secret[-1] != "A" else "B")) is None
+    assert accounts.verify_token(e, "not-a-token") is None
+    accounts.revoke_token(e, "shipper")
+    assert accounts.verify_token(e, secret) is None
+    with pytest.raises(accounts.AccountError, match="already revoked"):
+        accounts.revoke_token(e, str(token.id))
+    again, _ = accounts.create_token(e, "shipper", "read")  # the name is free again
+    assert accounts.revoke_token(e, again.id).id == again.id
+    assert [t.active for t in accounts.list_tokens(e)] == [False, False]
+
+
+def test_last_used_is_written_at_most_once_a_minute(store):
+    e = store.engine
+    _, secret = accounts.create_token(e, "t")
+    statements: list[str] = []
+
+    def record(conn, cursor, statement, *args):
+        statements.append(statement)
+
+    sa.event.listen(e, "before_cursor_execute", record)
+    try:
+        for _ in range(5):
+            accounts.verify_token(e, secret)
+    finally:
+        sa.event.remove(e, "before_cursor_execute", record)
+    assert sum(s.lstrip().upper().startswith("UPDATE") for s in statements) == 1
+    first = accounts.list_tokens(e)[0].last_used_at
+    with e.begin() as conn:
+        conn.execute(api_tokens.update().values(last_used_at=first - timedelta(minutes=2)))
+    accounts.verify_token(e, secret)
+    assert accounts.list_tokens(e)[0].last_used_at > first - timedelta(minutes=2)
+
+
+# --- CLI -----------------------------------------------------------------------------------------
+
+def voxtrail(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "voxtrail", *args], input=stdin, capture_output=True, text=True,
+                          timeout=60)
+
+
+def test_user_commands(sqlite_url):
+    db = ["--db", sqlite_url]
+    added = voxtrail("user", "add", "alice", "--role", "admin", "--password-stdin", "--json", *db,
+                     stdin=PASSWORD + "\n")
+    assert added.returncode == 0, added.stderr
+    assert json.loads(added.stdout)["role"] == "admin"
+    assert PASSWORD not in added.stdout + added.stderr
+    assert voxtrail("user", "add", "bob", "--role", "viewer", "--password-stdin", *db, stdin=PASSWORD).returncode == 0
+    listed = json.loads(voxtrail("user", "list", "--json", *db).stdout)
+    assert [(u["name"], u["role"]) for u in listed] == [("alice", "admin"), ("bob", "viewer")]
+    assert "password" not in json.dumps(listed).replace("password_changed_at", "")
+    assert voxtrail("user", "role", "bob", "auditor", *db).returncode == 0
+    assert voxtrail("user", "passwd", "bob", "--password-stdin", *db, stdin="brand new password\n").returncode == 0
+    with Store.open(sqlite_url) as s:
+        assert accounts.authenticate(s.engine, "bob", "brand new password").role == "auditor"
+    assert voxtrail("user", "remove", "bob", *db).returncode == 0
+    table = voxtrail("user", "list", *db).stdout
+    assert "alice" in table and "bob" not in table
+
+
+@pytest.mark.parametrize("args, stdin, message", [
+    (["user", "add", "alice", "--role", "admin", "--password-stdin"], "pw\n", "password too short"),
+    (["user", "add", "alice", "--role", "god", "--password-stdin"], PASSWORD, "Invalid value for '--role'"),
+    (["user", "add", "a b", "--role", "admin", "--password-stdin"], PASSWORD, "invalid user name"),
+    (["user", "add", "alice", "--role", "admin"], "", "pass --password-stdin"),
+    (["user", "remove", "ghost"], None, "no user named 'ghost'"),
+    (["user", "passwd", "ghost", "--password-stdin"], PASSWORD, "no user named 'ghost'"),
+    (["token", "revoke", "ghost"], None, "no active token named 'ghost'"),
+    (["token", "create", "t", "--scope", "admin"], None, "Invalid value for '--scope'"),
+])
+def test_account_command_errors_are_one_line(sqlite_url, args, stdin, message):
+    result = voxtrail(*args, "--db", sqlite_url, stdin=stdin)
+    assert result.returncode != 0
+    assert message in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_token_commands(sqlite_url):
+    db = ["--db", sqlite_url]
+    created = voxtrail("token", "create", "node-1", "--json", *db)
+    assert created.returncode == 0, created.stderr
+    info = json.loads(created.stdout)
+    secret = info["token"]
+    assert secret.startswith("vxt_") and info["scope"] == "ingest" and info["prefix"] == secret[:8]
+    plain = voxtrail("token", "create", "prom", "--scope", "read", *db)
+    assert plain.stdout.strip().startswith("vxt_") and "shown only now" in plain.stderr
+    listed = voxtrail("token", "list", "--json", *db)
+    tokens = json.loads(listed.stdout)
+    assert [(t["name"], t["scope"], t["active"]) for t in tokens] == [("node-1", "ingest", True), ("prom", "read", True)]
+    assert secret not in listed.stdout and plain.stdout.strip() not in listed.stdout
+    assert all(t["last_used_at"] is None for t in tokens)
+    assert voxtrail("token", "revoke", str(info["id"]), *db).returncode == 0
+    table = voxtrail("token", "list", *db).stdout
+    assert secret not in table and "node-1" in table
+    assert json.loads(voxtrail("token", "list", "--json", *db).stdout)[0]["revoked_at"] is not None

@@ -1,0 +1,291 @@
+"""Web security: sessions, cookies, CSRF, login throttling, roles, and no route left open."""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from fastapi import APIRouter, Depends
+
+from voxtrail.store import accounts
+from voxtrail.store.schema import web_sessions
+from voxtrail.web.app import PUBLIC_PATHS, ROUTER_MODULES
+from voxtrail.web.auth import CurrentUser, require_user
+from voxtrail.web.throttle import LoginThrottle, Throttle
+from web_support import PASSWORD, add_user, client_for, csrf_of, login, make_app
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def app(sqlite_url):
+    app = make_app(sqlite_url)
+    yield app
+    app.state.store.close()
+
+
+def cookie_header(response, name: str) -> str:
+    for value in response.headers.get_list("set-cookie"):
+        if value.startswith(name + "="):
+            return value
+    raise AssertionError(f"no {name} cookie set")
+
+
+@pytest.mark.parametrize("secure", [False, True])
+def test_session_cookie_flags(sqlite_url, secure):
+    app = make_app(sqlite_url, secure_cookies=secure)
+    add_user(app, "alice", "viewer")
+    with client_for(app) as client:
+        if secure:  # a Secure cookie is only sent back over https
+            client.base_url = client.base_url.copy_with(scheme="https")
+        response = login(client, "alice")
+        cookie = cookie_header(response, "voxtrail_session")
+        flags = {part.strip().split("=")[0].lower() for part in cookie.split(";")[1:]}
+        assert {"httponly", "path", "samesite", "max-age"} <= flags
+        assert "samesite=lax" in cookie.lower()
+        assert ("secure" in flags) == secure
+        raw = cookie.split(";")[0].split("=", 1)[1]
+        assert len(raw) >= 43  # 32 random bytes
+        with app.state.store.engine.connect() as conn:
+            stored = conn.execute(web_sessions.select()).one()
+        assert stored.id_hash == accounts.sha256_hex(raw)
+        assert client.get("/admin").status_code == 403  # logged in, but a viewer
+    app.state.store.close()
+
+
+def test_wrong_password_and_unknown_user_look_the_same(app):
+    add_user(app, "alice", "admin")
+    with client_for(app) as client:
+        wrong = login(client, "alice", "not the password", expect=401)
+        unknown = login(client, "mallory", "not the password", expect=401)
+        assert "Wrong user name or password." in wrong.text
+        assert wrong.text.replace("alice", "X") == unknown.text.replace("mallory", "X")
+        assert "not the password" not in wrong.text
+        assert "voxtrail_session" not in wrong.headers.get("set-cookie", "")
+
+
+def test_login_form_needs_its_csrf_token(app):
+    add_user(app, "alice", "admin")
+    with client_for(app) as client:
+        client.get("/login")
+        missing = client.post("/login", data={"username": "alice", "password": PASSWORD})
+        forged = client.post("/login", data={"username": "alice", "password": PASSWORD, "csrf_token": "forged"})
+        assert missing.status_code == forged.status_code == 403
+        fresh = client_for(app)  # the form's token without its cookie (another browser)
+        token = csrf_of(client.get("/login").text)
+        assert fresh.post("/login", data={"username": "alice", "password": PASSWORD,
+                                          "csrf_token": token}).status_code == 403
+
+
+def test_every_post_form_needs_the_session_csrf_token(app):
+    add_user(app, "alice", "admin")
+    with client_for(app) as client:
+        login(client, "alice")
+        page = client.get("/admin")
+        token = csrf_of(page.text)
+        form = {"name": "bob", "role": "viewer", "password": PASSWORD}
+        assert client.post("/admin/users", data=form).status_code == 403
+        assert client.post("/admin/users", data={**form, "csrf_token": "x" * 43}).status_code == 403
+        assert accounts.get_user(app.state.store.engine, "bob") is None
+        assert client.post("/logout").status_code == 403
+        assert client.post("/admin/users", data={**form, "csrf_token": token}).status_code == 303
+        assert client.post("/admin/users", data={**form, "name": "carol"},
+                           headers={"X-CSRF-Token": token}).status_code == 303
+        assert accounts.get_user(app.state.store.engine, "carol") is not None
+
+
+def test_logout_ends_the_session(app):
+    add_user(app, "alice", "admin")
+    with client_for(app) as client:
+        login(client, "alice")
+        raw = client.cookies.get("voxtrail_session")
+        token = csrf_of(client.get("/admin").text)
+        out = client.post("/logout", data={"csrf_token": token})
+        assert out.status_code == 303 and out.headers["location"] == "/login"
+        assert accounts.count_sessions(app.state.store.engine) == 0
+        client.cookies.set("voxtrail_session", raw)  # replaying the old cookie does not help
+        assert client.get("/admin").status_code == 303
+
+
+def test_idle_and_expired_sessions_send_to_login(app):
+    add_user(app, "alice", "admin")
+    with client_for(app) as client:
+        login(client, "alice")
+        assert client.get("/admin").status_code == 200
+        with app.state.store.engine.begin() as conn:
+            conn.execute(web_sessions.update().values(last_seen_at=accounts.utcnow() - timedelta(hours=3)))
+        response = client.get("/admin")
+        assert response.status_code == 303 and response.headers["location"] == "/login?next=%2Fadmin"
+
+
+def test_next_only_leads_to_this_site(app):
+    add_user(app, "alice", "viewer")
+    for target, expected in [("/admin?x=1", "/admin?x=1"), ("//evil.example/", "/"), ("https://evil.example/", "/"),
+                             ("/\\evil.example", "/"), ("javascript:alert(1)", "/")]:
+        with client_for(app) as client:
+            assert login(client, "alice", next_url=target).headers["location"] == expected
+
+
+def test_throttle_doubles_the_wait_after_free_attempts():
+    clock = FakeClock()
+    throttle = Throttle(free_attempts=3, base_delay=1.0, max_delay=8.0, clock=clock)
+    waits = []
+    for _ in range(7):
+        throttle.failed("k")
+        waits.append(throttle.wait("k"))
+    assert waits == [0, 0, 1, 2, 4, 8, 8]
+    clock.now += 8
+    assert throttle.wait("k") == 0
+    throttle.succeeded("k")
+    throttle.failed("k")
+    assert throttle.wait("k") == 0  # success started over
+    clock.now += 3601
+    assert throttle._entry("k", clock.now) is None  # forgotten an hour after the last failure
+
+
+def test_failed_logins_are_slowed_per_user_whether_or_not_it_exists(app):
+    clock = FakeClock()
+    app.state.login_throttle = LoginThrottle(clock=clock)
+    add_user(app, "alice", "admin")
+    with client_for(app) as client:
+        for name in ("alice", "ghost"):
+            for _ in range(5):
+                login(client, name, "wrong password", expect=401)
+            locked = login(client, name, "wrong password", expect=429)
+            assert int(locked.headers["retry-after"]) >= 1 and "Too many failed attempts" in locked.text
+        # Even the right password waits while locked; the lock passes with time.
+        login(client, "alice", PASSWORD, expect=429)
+        clock.now += 2
+        login(client, "alice", PASSWORD, expect=303)
+    # A locked user name does not lock others from the same address (under its limit).
+    add_user(app, "bob", "viewer")
+    with client_for(app) as client:
+        login(client, "bob", PASSWORD, expect=303)
+
+
+def test_failed_logins_are_slowed_per_address(app):
+    clock = FakeClock()
+    app.state.login_throttle = LoginThrottle(clock=clock)
+    add_user(app, "alice", "admin")
+    with client_for(app) as client:
+        for i in range(20):  # many names, one address
+            login(client, f"user{i}", "wrong password", expect=401)
+        login(client, "alice", PASSWORD, expect=429)
+        clock.now += 2
+        login(client, "alice", PASSWORD, expect=303)
+
+
+def test_roles_are_ordered_and_checked(sqlite_url):
+    app = make_app(sqlite_url)
+    probe = APIRouter()
+
+    @probe.get("/probe/auditor")
+    def auditor_page(user: CurrentUser = Depends(require_user("auditor"))):
+        return {"user": user.name, "role": user.role}
+
+    @probe.get("/api/v1/probe/admin")
+    def admin_api(user: CurrentUser = Depends(require_user("admin"))):
+        return {"user": user.name}
+
+    app.include_router(probe)
+    for name, role in (("v", "viewer"), ("a", "auditor"), ("boss", "admin")):
+        add_user(app, name, role)
+    expected = {"viewer": (403, 403, 403), "auditor": (200, 403, 403), "admin": (200, 200, 200)}
+    for name, role in (("v", "viewer"), ("a", "auditor"), ("boss", "admin")):
+        with client_for(app) as client:
+            login(client, name)
+            got = (client.get("/probe/auditor").status_code, client.get("/api/v1/probe/admin").status_code,
+                   client.get("/admin").status_code)
+            assert got == expected[role], role
+    with client_for(app) as client:
+        page = client.get("/probe/auditor?x=1")
+        assert page.status_code == 303 and page.headers["location"] == "/login?next=%2Fprobe%2Fauditor%3Fx%3D1"
+        api = client.get("/api/v1/probe/admin")
+        assert api.status_code == 401 and api.json()["error"].startswith("not logged in")
+    with client_for(app) as client:
+        login(client, "v")
+        denied = client.get("/api/v1/probe/admin")
+        assert denied.status_code == 403 and "admin" in denied.json()["error"]
+    app.state.store.close()
+
+
+def all_routes(app):
+    """(path, methods) of every route, including those of included routers."""
+    out = []
+
+    def walk(routes):
+        for route in routes:
+            inner = getattr(route, "original_router", None)
+            if inner is not None:
+                walk(inner.routes)
+            else:
+                out.append((route.path, getattr(route, "methods", None) or {"GET"}))
+
+    walk(app.routes)
+    return out
+
+
+def test_nothing_is_served_without_a_session_but_the_public_paths(sqlite_url):
+    """Enumerates every route of the full app: a route added later without auth fails here."""
+    app = make_app(sqlite_url, routers=ROUTER_MODULES)
+    routes = all_routes(app)
+    paths = {path for path, _ in routes}
+    assert {"/login", "/logout", "/healthz", "/admin", "/api/v1/events", "/metrics"} <= paths
+    checked = 0
+    with client_for(app) as client:
+        for path, methods in routes:
+            if path == "/login" or path == "/healthz" or path.startswith("/static"):
+                continue
+            url = re.sub(r"\{[^}]+\}", "1", path)
+            for method in methods - {"HEAD", "OPTIONS"}:
+                response = client.request(method, url)
+                if response.status_code == 303:
+                    assert response.headers["location"].startswith("/login?next="), (method, path)
+                else:
+                    assert response.status_code == 401, (method, path, response.status_code, response.text[:200])
+                checked += 1
+        assert client.get("/healthz").json() == {"status": "ok"}
+    assert checked >= 8
+    assert set(PUBLIC_PATHS) == {"/login", "/healthz", "/static"}
+    app.state.store.close()
+
+
+def test_static_files_are_public_and_only_files(app):
+    with client_for(app) as client:
+        css = client.get("/static/voxtrail.css")
+        assert css.status_code == 200 and "text/css" in css.headers["content-type"]
+        assert client.get("/static/../app.py").status_code == 404
+        assert client.get("/static/%2e%2e/app.py").status_code == 404
+
+
+def test_security_headers_and_no_inline_scripts(app):
+    with client_for(app) as client:
+        response = client.get("/login")
+    csp = response.headers["content-security-policy"]
+    script_src = re.search(r"script-src ([^;]*)", csp).group(1)
+    assert script_src.strip() == "'self'"
+    assert "frame-ancestors 'none'" in csp
+    assert response.headers["x-frame-options"] == "DENY"
+    assert response.headers["x-content-type-options"] == "nosniff"
+    assert response.headers["referrer-policy"] == "same-origin"
+    assert response.headers["cache-control"] == "no-store"
+    # The CSP forbids inline scripts, so no template may contain one (JSON data blocks are fine).
+    templates = Path(__file__).resolve().parent.parent / "src/voxtrail/web/templates"
+    for template in templates.glob("*.html"):
+        for tag in re.findall(r"<script\b[^>]*>", template.read_text()):
+            assert "src=" in tag or 'type="application/json"' in tag, f"inline script in {template.name}: {tag}"
+        assert not re.search(r"\son[a-z]+\s*=", template.read_text()), f"inline event handler in {template.name}"
+
+
+def test_openapi_and_docs_are_not_served(app):
+    with client_for(app) as client:
+        for path in ("/docs", "/redoc", "/openapi.json"):
+            assert client.get(path).status_code == 404
