@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 
 from voxtrail.event import EventBatch
+from voxtrail.store import rollups
 from voxtrail.store.bulk import EncodedBatch, close_writer, outside_transaction, prepare, writer_for
 from voxtrail.store.checkpoints import Checkpoint, load_checkpoints, save_checkpoint, save_rejects
 from voxtrail.store.engine import StoreError, check_connection, first_line, make_engine, normalize_url
@@ -101,7 +102,13 @@ class Store:
                     outside_transaction(self._writer, conn, encoded.payload),
                     conn.begin(),
                 ):
-                    inserted = self._writer.insert_events(conn, encoded.payload) if encoded.size else 0
+                    inserted = 0
+                    if encoded.size:
+                        # Rollups grow by exactly the rows this transaction inserts (store/rollups.py).
+                        last_id = rollups.mark(conn, self.dialect)
+                        inserted = self._writer.insert_events(conn, encoded.payload)
+                        if inserted:
+                            rollups.apply(conn, self.dialect, last_id)
                     save_rejects(conn, self.dialect, encoded.rejects, sid, source_file)
                     if checkpoint is not None:
                         save_checkpoint(conn, self.dialect, checkpoint)

@@ -208,3 +208,88 @@ web_sessions = sa.Table(
     sa.Index("ix_voxtrail_sessions_user", "user_id"),
     **MYSQL_TABLE_KW,
 )
+
+
+# --- Rollups (migration 0003) --------------------------------------------------------------------
+# Pre-aggregated counts, sums and latency histograms, maintained by Store.write for exactly the rows
+# it inserts (store/rollups.py), so the dashboard never scans tts_events. They are public: Redash
+# users may query them (docs/schema.md). Time keys are integers, hours or days since 1970-01-01
+# 00:00 UTC: cheap to compare and to shift into a display time zone. A dimension that is NULL in
+# tts_events is '' here (a primary key cannot hold NULL).
+
+#: Dimensions of the full cubes, in key order; ``length_bucket`` is seed 000's text-length class.
+ROLLUP_DIMENSIONS = ("node", "model", "model_version", "emotion", "emotion_control", "status", "length_bucket")
+#: Event fields whose mean the rollups can give: each has a ``<field>_n`` and a ``<field>_sum``.
+ROLLUP_MEASURES = (
+    "latency_ms", "text_length", "rtf", "audio_length_ms",
+    "gpt_gen_ms", "gpt_forward_ms", "s2mel_ms", "bigvgan_ms", "queue_wait_ms",
+)
+LENGTH_BUCKET_LENGTH = 8
+ERROR_MESSAGE_PREFIX = 80
+
+
+def rollup_dimension_column(name: str) -> sa.Column:
+    from voxtrail.event import FIELDS_BY_NAME
+
+    length = LENGTH_BUCKET_LENGTH if name == "length_bucket" else FIELDS_BY_NAME[name].length
+    return sa.Column(name, sa.String(length), primary_key=True, server_default="")
+
+
+def rollup_measure_columns() -> list[sa.Column]:
+    columns = [sa.Column("calls", sa.BigInteger(), nullable=False)]
+    for name in ROLLUP_MEASURES:
+        columns.append(sa.Column(f"{name}_n", sa.BigInteger(), nullable=False))
+        columns.append(sa.Column(f"{name}_sum", sa.Float(53), nullable=False))
+    return columns
+
+
+def rollup_table_columns(grain: str, dims: tuple[str, ...], kind: str) -> list[sa.Column]:
+    """Columns of a rollup table: time key, dimensions, then measures / histogram / error key."""
+    columns = [sa.Column(grain, sa.BigInteger(), primary_key=True, autoincrement=False)]
+    columns += [rollup_dimension_column(d) for d in dims]
+    if kind == "measures":
+        columns += rollup_measure_columns()
+    elif kind == "latency":
+        columns += [
+            sa.Column("bin", sa.Integer(), primary_key=True, autoincrement=False),
+            sa.Column("calls", sa.BigInteger(), nullable=False),
+        ]
+    elif kind == "errors":
+        columns += [
+            sa.Column("error_type", sa.String(256), primary_key=True, server_default=""),
+            sa.Column("message_prefix", sa.String(ERROR_MESSAGE_PREFIX), primary_key=True, server_default=""),
+            sa.Column("calls", sa.BigInteger(), nullable=False),
+        ]
+    else:
+        raise ValueError(f"unknown rollup kind {kind!r}")
+    return columns
+
+
+#: name -> (time grain, dimensions, kind). Full cubes answer any filter; the narrower tables
+#: answer unfiltered views from a few thousand rows.
+ROLLUP_TABLES: dict[str, tuple[str, tuple[str, ...], str]] = {
+    "voxtrail_rollup_hourly": ("hour", ROLLUP_DIMENSIONS, "measures"),
+    "voxtrail_rollup_daily": ("day", ROLLUP_DIMENSIONS, "measures"),
+    "voxtrail_rollup_hourly_totals": ("hour", ("status", "length_bucket"), "measures"),
+    "voxtrail_latency_hourly": ("hour", ("node", "model", "model_version", "status"), "latency"),
+    "voxtrail_latency_daily": ("day", ("node", "model", "model_version", "status"), "latency"),
+    "voxtrail_latency_hourly_totals": ("hour", ("status",), "latency"),
+    "voxtrail_latency_daily_totals": ("day", ("status",), "latency"),
+    "voxtrail_errors_hourly": (
+        "hour", ("node", "model", "model_version", "emotion", "emotion_control", "length_bucket"), "errors",
+    ),
+}
+
+rollup_tables: dict[str, sa.Table] = {
+    name: sa.Table(name, metadata, *rollup_table_columns(*spec), **MYSQL_TABLE_KW)
+    for name, spec in ROLLUP_TABLES.items()
+}
+
+#: One row (id = 1): writers on PostgreSQL and MySQL lock it while they insert and roll up, so the
+#: rows each write adds are exactly those above the largest id it saw (SQLite's write lock does this).
+rollup_state = sa.Table(
+    "voxtrail_rollup_state", metadata,
+    sa.Column("id", sa.Integer(), primary_key=True, autoincrement=False),
+    sa.Column("rebuilt_at", timestamp_type()),
+    **MYSQL_TABLE_KW,
+)

@@ -1,0 +1,224 @@
+"""Reading the rollups: pick the smallest table that can answer, return a small polars frame.
+
+Every panel asks one of three questions, grouped by some dimensions and optionally by a time
+bucket: *measures* (calls, and count and sum of each mean-able field), the *latency* histogram,
+or the *errors* count. A question is answered by the family of rollup tables with the fewest
+dimensions that still covers the filters and the grouping; a family has an hourly table and
+usually a daily one. Whole UTC days come from the daily table when the buckets allow it (no
+hourly buckets, local days = UTC days), the hours at either end of the view from the hourly one.
+
+Latency questions that no histogram family covers (a filter on emotion or emotion control)
+are answered from ``tts_events`` with the same bins, over the view's time range (exact, slower).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import polars as pl
+import sqlalchemy as sa
+
+from voxtrail.query.buckets import day_bucket, hour_range, is_utc_days
+from voxtrail.query.filters import Filters
+from voxtrail.store.rollups import epoch_hour, event_dimension, latency_bin
+from voxtrail.store.schema import ROLLUP_DIMENSIONS, ROLLUP_MEASURES, rollup_tables, tts_events
+
+MEASURE_COLUMNS = ("calls", *(f"{m}_{part}" for m in ROLLUP_MEASURES for part in ("n", "sum")))
+
+
+@dataclass(frozen=True)
+class Family:
+    dims: tuple[str, ...]
+    hourly: str
+    daily: str | None = None
+
+
+FAMILIES: dict[str, tuple[Family, ...]] = {
+    "measures": (
+        Family(("status", "length_bucket"), "voxtrail_rollup_hourly_totals"),
+        Family(ROLLUP_DIMENSIONS, "voxtrail_rollup_hourly", "voxtrail_rollup_daily"),
+    ),
+    "latency": (
+        Family(("status",), "voxtrail_latency_hourly_totals", "voxtrail_latency_daily_totals"),
+        Family(("node", "model", "model_version", "status"), "voxtrail_latency_hourly", "voxtrail_latency_daily"),
+    ),
+    "errors": (
+        Family(("node", "model", "model_version", "emotion", "emotion_control", "length_bucket"), "voxtrail_errors_hourly"),
+    ),
+}
+
+
+def _family(kind: str, needed: set[str]) -> Family | None:
+    for family in FAMILIES[kind]:
+        if needed <= set(family.dims):
+            return family
+    return None
+
+
+def _frame(rows: list[Any], names: list[str]) -> pl.DataFrame:
+    frame = pl.DataFrame([tuple(r) for r in rows], schema=names, orient="row", infer_schema_length=None)
+    # MySQL sums integers as DECIMAL: give every dialect the same column types.
+    casts = []
+    for name in names:
+        if name in ("calls", "bucket", "bin", "text_length") or name.endswith("_n"):
+            casts.append(pl.col(name).cast(pl.Int64))
+        elif name.endswith("_sum") or name == "latency_ms":
+            casts.append(pl.col(name).cast(pl.Float64))
+        else:
+            casts.append(pl.col(name).cast(pl.Utf8))
+    return frame.with_columns(casts)
+
+
+@dataclass
+class Reader:
+    """One view's questions over one connection, each answered once (panels share answers)."""
+
+    conn: sa.Connection
+    filters: Filters
+    _memo: dict = field(default_factory=dict)
+
+    # -- the three questions -------------------------------------------------------------------
+    def measures(self, dims: tuple[str, ...] = (), unit: str | None = None) -> pl.DataFrame:
+        """Columns: ``bucket`` (when ``unit``), ``dims``, then MEASURE_COLUMNS summed."""
+        return self._ask("measures", dims, unit)
+
+    def latency(self, dims: tuple[str, ...] = (), unit: str | None = None) -> pl.DataFrame:
+        """Columns: ``bucket`` (when ``unit``), ``dims``, ``bin``, ``calls``."""
+        return self._ask("latency", dims, unit)
+
+    def errors(self) -> pl.DataFrame:
+        """Columns: ``error_type``, ``message_prefix``, ``calls`` (failed calls only)."""
+        return self._ask("errors", (), None)
+
+    # -- machinery -------------------------------------------------------------------------------
+    def _ask(self, kind: str, dims: tuple[str, ...], unit: str | None) -> pl.DataFrame:
+        key = (kind, dims, unit)
+        if key not in self._memo:
+            self._memo[key] = self._answer(kind, dims, unit)
+        return self._memo[key]
+
+    def _values(self, kind: str, table: sa.Table | None) -> list[sa.ColumnElement]:
+        if table is None:  # raw events: only latency questions come here
+            return [sa.func.count().label("calls")]
+        names = MEASURE_COLUMNS if kind == "measures" else ("calls",)
+        return [sa.func.sum(table.c[n]).label(n) for n in names]
+
+    def _answer(self, kind: str, dims: tuple[str, ...], unit: str | None) -> pl.DataFrame:
+        f = self.filters
+        active = f.active()
+        if kind == "errors" and active.get("status") and "failed" not in active["status"]:
+            active = {**active, "status": ()}  # nothing can match; keep the shape
+            return self._empty(kind, dims, unit)
+        needed = {d for d in active if not (kind == "errors" and d == "status")} | set(dims)
+        family = _family(kind, needed)
+        first, end = hour_range(f)
+        parts: list[tuple[str | None, int, int]] = []  # (table, first key, end key) in its grain
+        if family is None:
+            parts.append((None, first, end))
+        elif family.daily and unit != "hour" and is_utc_days(f) and -(-first // 24) < end // 24:
+            d0, d1 = -(-first // 24), end // 24
+            parts.append((family.daily, d0, d1))
+            parts += [(family.hourly, a, b) for a, b in ((first, d0 * 24), (d1 * 24, end)) if a < b]
+        else:
+            parts.append((family.hourly, first, end))
+        frames = [self._read(kind, table, a, b, dims, unit) for table, a, b in parts]
+        frames = [fr for fr in frames if fr.height]
+        if not frames:
+            return self._empty(kind, dims, unit)
+        if len(frames) == 1:
+            return frames[0]
+        out = pl.concat(frames, how="vertical_relaxed")
+        keys = [c for c in out.columns if c not in self._value_names(kind)]
+        return out.group_by(keys, maintain_order=True).agg(pl.col(self._value_names(kind)).sum())
+
+    @staticmethod
+    def _value_names(kind: str) -> list[str]:
+        return list(MEASURE_COLUMNS) if kind == "measures" else ["calls"]
+
+    def _group_keys(self, kind: str, dims: tuple[str, ...]) -> list[str]:
+        keys = list(dims)
+        if kind == "latency":
+            keys.append("bin")
+        if kind == "errors":
+            keys += ["error_type", "message_prefix"]
+        return keys
+
+    def _empty(self, kind: str, dims: tuple[str, ...], unit: str | None) -> pl.DataFrame:
+        names = (["bucket"] if unit else []) + self._group_keys(kind, dims) + self._value_names(kind)
+        return _frame([], names)
+
+    def _read(self, kind, table_name, first, end, dims, unit) -> pl.DataFrame:
+        f = self.filters
+        if table_name is None:
+            return self._read_raw(first, end, dims, unit)
+        table = rollup_tables[table_name]
+        grain = "hour" if "hour" in table.c else "day"
+        key = table.c[grain]
+        conds = [key >= first, key < end]
+        for name, values in f.active().items():
+            if kind == "errors" and name == "status":
+                continue
+            conds.append(table.c[name].in_(values))
+        cols: list[sa.ColumnElement] = []
+        if unit == "hour":
+            cols.append(key.label("bucket"))
+        elif unit == "day":
+            cols.append((key if grain == "day" else day_bucket(key, f)).label("bucket"))
+        cols += [table.c[n] for n in self._group_keys(kind, dims)]
+        stmt = sa.select(*cols, *self._values(kind, table)).where(*conds)
+        if cols:
+            stmt = stmt.group_by(*cols)
+        result = self.conn.execute(stmt)
+        rows = result.all()
+        if not cols and (not rows or rows[0][0] is None):
+            return self._empty(kind, dims, unit)
+        return _frame(rows, list(result.keys()))
+
+    def _read_raw(self, first: int, end: int, dims, unit) -> pl.DataFrame:
+        """Latency histogram straight from tts_events (filters no histogram family covers)."""
+        f = self.filters
+        ev = tts_events.c
+        since, until = f.since.replace(tzinfo=None), f.until.replace(tzinfo=None)
+        conds = [ev.ts >= since, ev.ts < until, ev.latency_ms.is_not(None)]
+        for name, values in f.active().items():
+            conds.append(event_dimension(name).in_(values))
+        cols: list[sa.ColumnElement] = []
+        if unit == "hour":
+            cols.append(epoch_hour(ev.ts).label("bucket"))
+        elif unit == "day":
+            cols.append(day_bucket(epoch_hour(ev.ts), f).label("bucket"))
+        cols += [event_dimension(d).label(d) for d in dims]
+        cols.append(latency_bin(ev.latency_ms).label("bin"))
+        stmt = sa.select(*cols, sa.func.count().label("calls")).where(*conds).group_by(*cols)
+        result = self.conn.execute(stmt)
+        return _frame(result.all(), list(result.keys()))
+
+    # -- values of the filter menus ------------------------------------------------------------------
+    def options(self) -> dict[str, list[str]]:
+        """Distinct values of each filter dimension over the days the view touches."""
+        table = rollup_tables["voxtrail_rollup_daily"]
+        first, end = hour_range(self.filters)
+        out: dict[str, list[str]] = {}
+        for name in ("node", "model", "model_version", "emotion", "emotion_control", "status"):
+            col = table.c[name]
+            stmt = (
+                sa.select(col).distinct()
+                .where(table.c.day >= first // 24, table.c.day <= (end - 1) // 24, col != "")
+                .order_by(col)
+            )
+            out[name] = list(self.conn.execute(stmt).scalars())
+        return out
+
+    def sample(self, limit: int) -> pl.DataFrame:
+        """The ``limit`` most recent calls of the view with a text length and a latency."""
+        f = self.filters
+        ev = tts_events.c
+        conds = [ev.ts >= f.since.replace(tzinfo=None), ev.ts < f.until.replace(tzinfo=None),
+                 ev.latency_ms.is_not(None), ev.text_length.is_not(None)]
+        for name, values in f.active().items():
+            conds.append(ev[name].in_(values))
+        stmt = (sa.select(ev.text_length, ev.latency_ms, ev.status).where(*conds)
+                .order_by(ev.ts.desc()).limit(limit))
+        result = self.conn.execute(stmt)
+        return _frame(result.all(), list(result.keys()))

@@ -1,0 +1,199 @@
+"""Rollups: counts, sums and latency histograms kept up to date by every write.
+
+``Store.write`` calls :func:`mark` before inserting and :func:`apply` after, in the same
+transaction, so the rollups grow by exactly the rows that were new (duplicates are never
+inserted, hence never counted) and commit or roll back with them. Each rollup table gets one
+set-based ``INSERT ... SELECT ... GROUP BY ... ON CONFLICT/DUPLICATE KEY UPDATE`` over the new
+rows (``id > mark``): no Python per row.
+
+Why ``id > mark`` is exactly the new rows: SQLite's write lock (BEGIN IMMEDIATE) already lets one
+writer in at a time; on PostgreSQL and MySQL :func:`mark` first locks the single row of
+``voxtrail_rollup_state`` (``SELECT ... FOR UPDATE``), so concurrent writers take turns from
+there to their commit, and ids handed out after the lock are above every committed id. (Writers
+still parse and encode in parallel; only the insert-and-aggregate step is serialised, and it would
+largely be anyway, since concurrent writers update the same hourly rows.)
+
+Latency histograms use DDSketch's log-spaced bins: bin ``k`` holds values in
+``[GAMMA**k, GAMMA**(k+1))`` with ``GAMMA = 1.01 / 0.99``, and :func:`bin_value` answers with a
+value within 1 % of anything in the bin, so percentiles merged from any number of rows stay
+within 1 % of the exact value. Rollups never read back raw rows once written: retention may
+delete old events and the rollups keep the history.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime, timedelta, timezone
+from typing import Callable
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import mysql, postgresql, sqlite
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.functions import FunctionElement
+
+from voxtrail.store.schema import (
+    ERROR_MESSAGE_PREFIX,
+    ROLLUP_MEASURES,
+    ROLLUP_TABLES,
+    rollup_state,
+    rollup_tables,
+    tts_events,
+)
+
+ALPHA = 0.01
+GAMMA = (1 + ALPHA) / (1 - ALPHA)
+LN_GAMMA = math.log(GAMMA)
+#: The bin of latencies <= 0 (a clock glitch, never a real generation time).
+ZERO_BIN = -(10**6)
+LENGTH_BUCKETS = ("<50", "50-150", ">150")
+
+
+class epoch_hour(FunctionElement):
+    """Whole hours since 1970-01-01 00:00 UTC of a UTC-naive timestamp column."""
+
+    type = sa.BigInteger()
+    inherit_cache = True
+
+
+@compiles(epoch_hour, "sqlite")
+def _epoch_hour_sqlite(element, compiler, **kw):
+    return f"(CAST(strftime('%s', {compiler.process(element.clauses, **kw)}) AS INTEGER) / 3600)"
+
+
+@compiles(epoch_hour, "postgresql")
+def _epoch_hour_pg(element, compiler, **kw):
+    return f"CAST(floor(extract(epoch from {compiler.process(element.clauses, **kw)}) / 3600) AS BIGINT)"
+
+
+@compiles(epoch_hour, "mysql")
+@compiles(epoch_hour, "mariadb")
+def _epoch_hour_mysql(element, compiler, **kw):
+    return f"TIMESTAMPDIFF(HOUR, '1970-01-01 00:00:00', {compiler.process(element.clauses, **kw)})"
+
+
+def bin_value(k: int) -> float:
+    """The value reported for histogram bin ``k`` (relative error at most ALPHA)."""
+    return 0.0 if k == ZERO_BIN else GAMMA**k * 2 * GAMMA / (1 + GAMMA)
+
+
+def value_bin(value: float) -> int:
+    return ZERO_BIN if value <= 0 else math.floor(math.log(value) / LN_GAMMA)
+
+
+def latency_bin(column) -> sa.ColumnElement:
+    return sa.case(
+        (column > 0, sa.cast(sa.func.floor(sa.func.ln(column) / LN_GAMMA), sa.Integer)),
+        else_=ZERO_BIN,
+    )
+
+
+def length_bucket(column) -> sa.ColumnElement:
+    """Seed 000's text-length classes (its CASE: < 50, < 150, else), '' when unknown."""
+    return sa.case(
+        (column.is_(None), ""),
+        (column < 50, LENGTH_BUCKETS[0]),
+        (column < 150, LENGTH_BUCKETS[1]),
+        else_=LENGTH_BUCKETS[2],
+    )
+
+
+def event_dimension(name: str) -> sa.ColumnElement:
+    """A rollup dimension computed from a tts_events row ('' for NULL)."""
+    if name == "length_bucket":
+        return length_bucket(tts_events.c.text_length)
+    return sa.func.coalesce(tts_events.c[name], "")
+
+
+def _grain_key(grain: str) -> sa.ColumnElement:
+    hour = epoch_hour(tts_events.c.ts)
+    return hour if grain == "hour" else hour // 24
+
+
+def _aggregate(name: str, where: sa.ColumnElement) -> sa.Select:
+    """The rows to add to rollup table ``name`` for the events matching ``where``."""
+    grain, dims, kind = ROLLUP_TABLES[name]
+    keys = [_grain_key(grain).label(grain), *(event_dimension(d).label(d) for d in dims)]
+    ev = tts_events.c
+    if kind == "measures":
+        values = [sa.func.count().label("calls")]
+        for m in ROLLUP_MEASURES:
+            values.append(sa.func.count(ev[m]).label(f"{m}_n"))
+            values.append(sa.func.coalesce(sa.func.sum(ev[m]), 0.0).label(f"{m}_sum"))
+    elif kind == "latency":
+        keys.append(latency_bin(ev.latency_ms).label("bin"))
+        values = [sa.func.count().label("calls")]
+        where = sa.and_(where, ev.latency_ms.is_not(None))
+    else:  # errors
+        keys.append(sa.func.coalesce(ev.error_type, "").label("error_type"))
+        keys.append(sa.func.coalesce(sa.func.substr(ev.error_message, 1, ERROR_MESSAGE_PREFIX), "").label("message_prefix"))
+        values = [sa.func.count().label("calls")]
+        where = sa.and_(where, ev.status == "failed")
+    return sa.select(*keys, *values).where(where).group_by(*keys[: len(keys)])
+
+
+_INSERTS: dict[str, Callable] = {"sqlite": sqlite.insert, "postgresql": postgresql.insert, "mysql": mysql.insert}
+
+
+def _upsert(conn: sa.Connection, dialect: str, name: str, rows: sa.Select) -> None:
+    table = rollup_tables[name]
+    names = [c.name for c in rows.selected_columns]
+    additive = [c.name for c in table.columns if not c.primary_key]
+    stmt = _INSERTS[dialect](table).from_select(names, rows)
+    if dialect == "mysql":
+        stmt = stmt.on_duplicate_key_update({c: table.c[c] + stmt.inserted[c] for c in additive})
+    else:
+        keys = [c.name for c in table.primary_key.columns]
+        stmt = stmt.on_conflict_do_update(index_elements=keys, set_={c: table.c[c] + stmt.excluded[c] for c in additive})
+    conn.execute(stmt)
+
+
+def mark(conn: sa.Connection, dialect: str) -> int:
+    """Call first in a write transaction: serialise writers, return the largest stored id."""
+    if dialect != "sqlite":
+        conn.execute(sa.select(rollup_state.c.id).where(rollup_state.c.id == 1).with_for_update())
+    return conn.execute(sa.select(sa.func.coalesce(sa.func.max(tts_events.c.id), 0))).scalar_one()
+
+
+def apply(conn: sa.Connection, dialect: str, after_id: int) -> None:
+    """Add the events with ``id > after_id`` (this transaction's inserts) to every rollup."""
+    add_events(conn, dialect, tts_events.c.id > after_id)
+
+
+def add_events(conn: sa.Connection, dialect: str, where: sa.ColumnElement) -> None:
+    for name in ROLLUP_TABLES:
+        _upsert(conn, dialect, name, _aggregate(name, where))
+
+
+def _utc_naive(value: datetime) -> datetime:
+    return value.astimezone(timezone.utc).replace(tzinfo=None) if value.tzinfo else value
+
+
+def rebuild_day(conn: sa.Connection, dialect: str, day: int) -> None:
+    """Recompute one UTC day (days since 1970) of every rollup from the raw events of that day.
+
+    Run it in a transaction that called :func:`mark` first, so no writer adds to the day meanwhile.
+    """
+    for name, (grain, _dims, _kind) in ROLLUP_TABLES.items():
+        table = rollup_tables[name]
+        key = table.c[grain]
+        lo, hi = (day * 24, day * 24 + 24) if grain == "hour" else (day, day + 1)
+        conn.execute(sa.delete(table).where(key >= lo, key < hi))
+    start = datetime(1970, 1, 1) + timedelta(days=day)
+    add_events(conn, dialect, sa.and_(tts_events.c.ts >= start, tts_events.c.ts < start + timedelta(days=1)))
+
+
+def event_days(conn: sa.Connection, since: datetime | None = None) -> range:
+    """UTC days (since 1970) from the first stored event (or ``since``) to the last."""
+    first, last = conn.execute(sa.select(sa.func.min(tts_events.c.ts), sa.func.max(tts_events.c.ts))).one()
+    if first is None:
+        return range(0)
+    if since is not None:
+        first = max(first, _utc_naive(since))
+    epoch = datetime(1970, 1, 1)
+    return range((first - epoch).days, (last - epoch).days + 1)
+
+
+def touch_state(conn: sa.Connection) -> None:
+    conn.execute(sa.update(rollup_state).where(rollup_state.c.id == 1).values(
+        rebuilt_at=datetime.now(timezone.utc).replace(tzinfo=None)
+    ))
