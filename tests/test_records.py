@@ -93,6 +93,7 @@ def test_batch_reject_keeps_invalid_objects_as_rejects(sqlite_url):
 
 
 def test_empty_batch_and_bad_arguments():
-    assert batch_from_objects([], source="http").size == 0
+    empty = batch_from_objects([], source="http")
+    assert empty.size == 0 and empty.constants == {"source": "http"}
     with pytest.raises(ValueError):
         batch_from_objects([GOOD], source="carrier-pigeon")

@@ -20,14 +20,16 @@ from typing import Any, Callable, Iterable, Literal, Mapping, Sequence
 from zoneinfo import ZoneInfo
 
 import orjson
+import polars as pl
 
-from voxtrail.event import EMOTION_VECTOR_LABELS, FIELDS_BY_NAME, STATUS_VALUES, EventBatch, Reject
+from voxtrail.event import EMOTION_VECTOR_LABELS, FIELDS_BY_NAME, STATUS_VALUES, EventBatch, Reject, polars_schema
 
 #: Fields that describe where a record came from: the receiver sets them, a record cannot.
 SOURCE_FIELDS = frozenset({"source", "source_format", "source_file", "source_offset"})
 #: Values of the ``source`` field.
 SOURCES = ("file", "recorder", "http", "redis")
 EXCERPT_BYTES = 200
+REQUIRED = ("request_id", "ts", "status")
 
 #: record key -> (event field, converter or None): how a format renames its keys.
 Aliases = Mapping[str, tuple[str, "Callable[[Any], Any] | None"]]
@@ -230,7 +232,6 @@ def batch_from_objects(
                 raise
             offset = offsets[i] if offsets is not None else i
             rejects.append(Reject(offset, f"{source}: {exc}", excerpt(obj)))
-    batch = EventBatch.from_records(rows) if rows else EventBatch.empty()
-    batch.rejects = rejects
-    batch.constants = {"source": source, **({"source_format": source_format} if source_format else {})}
-    return batch
+    constants = {"source": source, **({"source_format": source_format} if source_format else {})}
+    frame = EventBatch.from_records(rows).frame if rows else pl.DataFrame(schema=polars_schema(REQUIRED))
+    return EventBatch(frame, rejects, constants)

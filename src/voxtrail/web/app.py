@@ -136,7 +136,7 @@ def create_app(settings: WebSettings, store: Store | None = None,
     @app.exception_handler(sa.exc.InterfaceError)
     async def database_down(request: Request, exc: Exception) -> Response:
         # The URL and driver message stay in the server's log, not in the answer.
-        return error_response(request, 503, "the database is unavailable; try again shortly",
+        return error_response(request, 503, "the database is unavailable; retry later",
                               headers={"Retry-After": "5"})
 
     @app.get("/healthz")
