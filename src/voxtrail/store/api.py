@@ -74,7 +74,8 @@ class Store:
                 f"cannot stage a batch for {self.display_url}: {exc.strerror or exc} "
                 f"({getattr(exc, 'filename', None) or 'temporary directory'}); free space there or set TMPDIR"
             ) from exc
-        return EncodedBatch(self.dialect, prepared.size, payload, list(batch.rejects))
+        delta = rollups.batch_delta(prepared) if prepared.size else None
+        return rollups.EncodedWithRollups(self.dialect, prepared.size, payload, list(batch.rejects), delta)
 
     def write(
         self,
@@ -107,7 +108,9 @@ class Store:
                         # Rollups grow by exactly the rows this transaction inserts (store/rollups.py).
                         last_id = rollups.mark(conn, self.dialect)
                         inserted = self._writer.insert_events(conn, encoded.payload)
-                        if inserted:
+                        if inserted == encoded.size and getattr(encoded, "rollup_delta", None) is not None:
+                            rollups.apply_delta(conn, self.dialect, encoded.rollup_delta)
+                        elif inserted:
                             rollups.apply(conn, self.dialect, last_id)
                     save_rejects(conn, self.dialect, encoded.rejects, sid, source_file)
                     if checkpoint is not None:
