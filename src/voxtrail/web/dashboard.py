@@ -19,18 +19,12 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, HTTPException, Request, Response
 from fastapi.responses import HTMLResponse, JSONResponse
 
+from voxtrail.query import panels as query_panels
 from voxtrail.query.filters import Filters
 from voxtrail.web.auth import CurrentUser, require_user
 from voxtrail.web.templating import templates
 
 router = APIRouter()
-
-
-def _panels():
-    # Imported on first use: the query layer's panel module loads the rollup machinery.
-    from voxtrail.query import panels
-
-    return panels
 
 Viewer = Annotated[CurrentUser, Depends(require_user("viewer"))]
 
@@ -119,23 +113,23 @@ def _store(request: Request):
 def all_stats(request: Request, user: Viewer) -> JSONResponse:
     """Every panel of the dashboard for the filters in the query string."""
     filters = parse_filters(request)
-    return JSONResponse(_panels().dashboard(_store(request), filters))
+    return JSONResponse(query_panels.dashboard(_store(request), filters))
 
 
 @router.get("/api/v1/stats/options")
 def stats_options(request: Request, user: Viewer) -> JSONResponse:
     """Values each filter menu offers (nodes, models, versions, ...) in the selected time range."""
     filters = parse_filters(request)
-    return JSONResponse(_panels().filter_options(_store(request), filters))
+    return JSONResponse(query_panels.filter_options(_store(request), filters))
 
 
 @router.get("/api/v1/stats/{panel}")
 def one_panel(panel: str, request: Request, user: Viewer) -> JSONResponse:
     """One panel's data (names: ``/api/v1/stats`` returns them all)."""
-    if panel not in _panels().PANELS:
-        raise HTTPException(404, f"no panel {panel!r}; panels: {', '.join(_panels().PANELS)}")
+    if panel not in query_panels.PANELS:
+        raise HTTPException(404, f"no panel {panel!r}; panels: {', '.join(query_panels.PANELS)}")
     filters = parse_filters(request)
-    return JSONResponse(_panels().dashboard(_store(request), filters, names=[panel]))
+    return JSONResponse(query_panels.dashboard(_store(request), filters, names=[panel]))
 
 
 # --- The page ----------------------------------------------------------------------------------------

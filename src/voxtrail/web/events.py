@@ -17,19 +17,13 @@ from fastapi.responses import HTMLResponse, JSONResponse
 
 from voxtrail.event import FIELDS
 from voxtrail.query import events as query_events
+from voxtrail.query import panels as query_panels
 from voxtrail.query.filters import Filters
 from voxtrail.web.auth import CurrentUser, require_user
 from voxtrail.web.dashboard import FILTER_KEYS, filter_params
 from voxtrail.web.templating import templates
 
 router = APIRouter()
-
-
-def _panels():
-    # Imported on first use: the query layer's panel module loads the rollup machinery.
-    from voxtrail.query import panels
-
-    return panels
 
 Auditor = Annotated[CurrentUser, Depends(require_user("auditor"))]
 
@@ -91,7 +85,7 @@ def _event_or_404(request: Request, request_id: str) -> dict[str, Any]:
 @router.get("/events", response_class=HTMLResponse, include_in_schema=False)
 def events_page(request: Request, user: Auditor) -> HTMLResponse:
     filters, args, page = _page(request)
-    options = _panels().filter_options(request.app.state.store, filters)
+    options = query_panels.filter_options(request.app.state.store, filters)
     selected = {key: list(getattr(filters, key, ()) or ()) for key in FILTER_KEYS}
     params = [(k, v) for k, v in request.query_params.multi_items() if k != "cursor"]
     return templates.TemplateResponse(request, "events.html", {

@@ -18,7 +18,9 @@ export function readState(search, defaults) {
   if (!range) range = since || until ? "custom" : defaults.range;
   const refreshText = params.get("refresh");
   const refresh = refreshText === null ? defaults.refresh : Number(refreshText) || 0;
-  return { range, since, until, filters, refresh };
+  // tz: the zone of day and hour buckets; absent = the browser's own (not written to the URL).
+  const tz = params.get("tz") || "";
+  return { range, since, until, tz, filters, refresh };
 }
 
 // Query string for the stats API (filters only) ...
@@ -33,16 +35,15 @@ export function apiParams(state) {
   for (const key of FILTER_KEYS) {
     for (const value of state.filters[key]) params.append(key, value);
   }
+  if (state.tz) params.set("tz", state.tz);
   return params;
 }
 
-// ... and for the page's own URL (plus the refresh interval when it is not the default).
-export function pageParams(state, defaults) {
+// ... and for the page's own URL (plus the refresh interval when it is not the default), with
+// ":" and "," left readable (both are allowed in a query string): ?since=2026-11-01T08:00:00Z
+export function pageQuery(state, defaults) {
   const params = apiParams(state);
   if (state.refresh !== defaults.refresh) params.set("refresh", String(state.refresh));
-  return params;
+  return params.toString().replace(/%3A/gi, ":").replace(/%2C/gi, ",");
 }
 
-export function sameState(a, b) {
-  return JSON.stringify(a) === JSON.stringify(b);
-}

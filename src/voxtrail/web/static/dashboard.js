@@ -2,12 +2,13 @@
 // Data comes from the stats API (fetch, same origin, session cookie); configuration from the
 // data-* attributes of #dashboard. No inline script anywhere (the CSP forbids it).
 
-import { FILTER_KEYS, apiParams, pageParams, readState } from "./dashboard-state.js";
+import { FILTER_KEYS, apiParams, pageQuery, readState } from "./dashboard-state.js";
 import { drawDashboard } from "./dashboard-charts.js";
 
 const root = document.getElementById("dashboard");
 const defaults = { range: root.dataset.defaultRange, refresh: Number(root.dataset.defaultRefresh) };
 const $ = (id) => document.getElementById(id);
+const BROWSER_TZ = Intl.DateTimeFormat().resolvedOptions().timeZone || "UTC";
 const RANGE_TEXT = { "1h": "Last hour", "24h": "Last 24 hours", "7d": "Last 7 days", "30d": "Last 30 days" };
 
 let state = readState(location.search, defaults);
@@ -32,10 +33,21 @@ function fromLocalInput(value) {
   return Number.isNaN(date.getTime()) ? "" : date.toISOString().replace(".000Z", "Z");
 }
 
-function shortTime(iso) {
+// "2026-11-01 14:00" in the view's time zone.
+function shortTime(iso, tz) {
   const date = new Date(iso);
   if (Number.isNaN(date.getTime())) return iso;
-  return date.toISOString().slice(0, 16).replace("T", " ");
+  const parts = Object.fromEntries(new Intl.DateTimeFormat("en-CA", {
+    timeZone: tz, year: "numeric", month: "2-digit", day: "2-digit", hour: "2-digit", minute: "2-digit", hourCycle: "h23",
+  }).formatToParts(date).map((p) => [p.type, p.value]));
+  return `${parts.year}-${parts.month}-${parts.day} ${parts.hour}:${parts.minute}`;
+}
+
+// The stats API's parameters: the page's, plus the browser's time zone unless the URL names one.
+function statsParams(filtersOnly = false) {
+  const params = apiParams(filtersOnly ? { ...state, filters: Object.fromEntries(FILTER_KEYS.map((k) => [k, []])) } : state);
+  if (!params.has("tz")) params.set("tz", BROWSER_TZ);
+  return params;
 }
 
 // --- controls <-> state ------------------------------------------------------------------------
@@ -120,9 +132,8 @@ function showError(message) {
 async function loadOptions() {
   optionsRequest?.abort();
   optionsRequest = new AbortController();
-  const params = apiParams({ ...state, filters: Object.fromEntries(FILTER_KEYS.map((k) => [k, []])) });
   try {
-    fillMenus(await fetchJson(`${root.dataset.optionsUrl}?${params}`, optionsRequest));
+    fillMenus(await fetchJson(`${root.dataset.optionsUrl}?${statsParams(true)}`, optionsRequest));
   } catch (error) {
     if (error.name !== "AbortError") console.warn("filter options:", error.message);
   }
@@ -133,7 +144,7 @@ async function loadStats() {
   const controller = (statsRequest = new AbortController());
   root.setAttribute("aria-busy", "true");
   try {
-    const data = await fetchJson(`${root.dataset.statsUrl}?${apiParams(state)}`, controller);
+    const data = await fetchJson(`${root.dataset.statsUrl}?${statsParams()}`, controller);
     showError("");
     const drawn = drawDashboard(root, data);
     root.classList.toggle("vx-is-empty", !drawn);
@@ -152,10 +163,10 @@ async function loadStats() {
 }
 
 function showRange(data) {
-  const since = data.since || data.filters?.since;
-  const until = data.until || data.filters?.until;
+  const { since, until } = data;
+  const tz = data.tz || "UTC";
   const label = RANGE_TEXT[state.range] || "Custom range";
-  $("vx-range-text").textContent = since && until ? `${label}: ${shortTime(since)} – ${shortTime(until)} UTC` : label;
+  $("vx-range-text").textContent = `${label}: ${shortTime(since, tz)} – ${shortTime(until, tz)} (${tz})`;
   root.dataset.since = since || "";
   root.dataset.until = until || "";
 }
@@ -180,7 +191,7 @@ document.addEventListener("visibilitychange", schedule);
 function navigate(next, { reloadOptions = false } = {}) {
   const rangeChanged = next.range !== state.range || next.since !== state.since || next.until !== state.until;
   state = next;
-  const query = pageParams(state, defaults).toString();
+  const query = pageQuery(state, defaults);
   history.pushState(null, "", query ? `?${query}` : location.pathname);
   syncControls();
   if (rangeChanged || reloadOptions) loadOptions();
@@ -218,7 +229,7 @@ $("vx-apply-custom").addEventListener("click", () => {
 
 $("vx-refresh").addEventListener("change", (event) => {
   state = { ...state, refresh: Number(event.target.value) };
-  const query = pageParams(state, defaults).toString();
+  const query = pageQuery(state, defaults);
   history.replaceState(null, "", query ? `?${query}` : location.pathname);
   schedule();
 });

@@ -40,20 +40,3 @@ export function factor(value) {
   if (missing(value)) return "–";
   return `${round(value, 2)}x`;
 }
-
-export function chars(value) {
-  if (missing(value)) return "–";
-  return `${intFormat.format(value)} chars`;
-}
-
-// Format a value by the unit name the stats API gives a column.
-export function byUnit(value, unit) {
-  switch (unit) {
-    case "ms": return duration(value);
-    case "ratio": case "fraction": case "%": return unit === "%" ? percent(value / 100) : percent(value);
-    case "x": case "rtf": return factor(value);
-    case "characters": case "chars": return chars(value);
-    case "count": case "calls": return count(value);
-    default: return missing(value) ? "–" : round(value, 2);
-  }
-}

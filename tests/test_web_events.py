@@ -1,0 +1,135 @@
+"""/events, /events/{id} and GET /api/v1/events: auditors see events and their text, viewers never."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta, timezone
+
+import pytest
+from web_support import add_user, client_for, login, make_app
+
+from voxtrail.event import EventBatch
+
+ROUTERS = ("voxtrail.web.auth", "voxtrail.web.ingest", "voxtrail.web.dashboard", "voxtrail.web.events")
+SECRET_TEXT = "the secret <b>text</b> nobody but auditors reads"
+
+
+def _records(now: datetime) -> list[dict]:
+    base = now.replace(tzinfo=None) - timedelta(hours=3)
+    return [
+        {"request_id": f"ev-{i}", "ts": base + timedelta(minutes=i), "status": "failed" if i == 3 else "success",
+         "node": "gpu-a" if i % 2 else "gpu-b", "model": "IndexTTS2", "model_version": "2.1", "emotion": "happy",
+         "emotion_control": "vector", "latency_ms": 1234.5 + i, "text_length": 40, "user_id": f"user{i}",
+         "text_input": SECRET_TEXT if i == 5 else f"plain text {i}", "rtf": 0.4321,
+         "emotion_vector": json.dumps([0.9, 0, 0, 0, 0, 0, 0, 0.1]), "error_message": "boom" if i == 3 else None,
+         "source": "http"}
+        for i in range(8)
+    ]
+
+
+@pytest.fixture
+def app(sqlite_url):
+    app = make_app(sqlite_url, routers=ROUTERS)
+    app.state.store.write(EventBatch.from_records(_records(datetime.now(timezone.utc))))
+    for role in ("viewer", "auditor", "admin"):
+        add_user(app, role, role)
+    yield app
+    app.state.store.close()
+
+
+def client_as(app, role: str | None):
+    client = client_for(app)
+    if role:
+        login(client, role)
+    return client
+
+
+@pytest.mark.parametrize("path", ["/events", "/events/ev-5", "/api/v1/events", "/api/v1/events/ev-5",
+                                  "/api/v1/events?q=secret"])
+def test_viewers_are_refused_every_event_view(app, path):
+    client = client_as(app, "viewer")
+    response = client.get(path)
+    assert response.status_code == 403
+    assert "secret" not in response.text and "plain text" not in response.text
+
+
+def test_without_a_session_pages_redirect_and_the_api_says_401(app):
+    client = client_as(app, None)
+    page = client.get("/events?range=7d")
+    assert page.status_code == 303 and page.headers["location"].startswith("/login?next=%2Fevents")
+    api = client.get("/api/v1/events")
+    assert api.status_code == 401 and "error" in api.json()
+
+
+def test_auditor_lists_filters_and_searches(app):
+    client = client_as(app, "auditor")
+    data = client.get("/api/v1/events", params={"range": "24h"}).json()
+    assert data["total"] == 8 and not data["total_capped"] and data["next_cursor"] is None
+    assert [e["request_id"] for e in data["events"]] == [f"ev-{i}" for i in range(7, -1, -1)]
+    assert data["events"][0]["ts"].endswith("Z")
+    data = client.get("/api/v1/events", params=[("node", "gpu-a"), ("status", "success")]).json()
+    assert sorted(e["request_id"] for e in data["events"]) == ["ev-1", "ev-5", "ev-7"]
+    data = client.get("/api/v1/events", params={"q": "SECRET <B>"}).json()
+    assert [e["request_id"] for e in data["events"]] == ["ev-5"]
+    data = client.get("/api/v1/events", params={"user": "user2"}).json()
+    assert [e["request_id"] for e in data["events"]] == ["ev-2"]
+    first = client.get("/api/v1/events", params={"limit": 3}).json()
+    second = client.get("/api/v1/events", params={"limit": 3, "cursor": first["next_cursor"]}).json()
+    assert [e["request_id"] for e in first["events"] + second["events"]] == [f"ev-{i}" for i in range(7, 1, -1)]
+
+
+@pytest.mark.parametrize("params, words", [
+    ({"range": "2y"}, "range"),
+    ({"since": "yesterday-ish"}, "since"),
+    ({"cursor": "%%%"}, "cursor"),
+    ({"limit": "many"}, "limit"),
+    ({"limit": "0"}, "limit"),
+    ({"q": "x" * 300}, "search"),
+    ({"colour": "red"}, "unknown filter"),
+])
+def test_bad_parameters_are_a_400_that_says_what(app, params, words):
+    client = client_as(app, "auditor")
+    response = client.get("/api/v1/events", params=params)
+    assert response.status_code == 400
+    assert words in response.json()["error"]
+    page = client.get("/events", params=params)
+    assert page.status_code == 400 and words in page.text
+
+
+def test_events_page_shows_rows_escaped_with_units(app):
+    client = client_as(app, "auditor")
+    page = client.get("/events", params={"q": "secret"})
+    assert page.status_code == 200
+    assert "the secret &lt;b&gt;text&lt;/b&gt;" in page.text and "<b>text</b>" not in page.text
+    assert "1.24 s" in page.text and 'href="/events/ev-5"' in page.text
+    assert "1 event match" in page.text
+
+
+def test_events_page_paginates(app):
+    client = client_as(app, "auditor")
+    page = client.get("/events", params={"limit": 5, "node": "gpu-a"})
+    assert page.text.count('href="/events/ev-') == 4 and "Older events" not in page.text
+    page = client.get("/events", params={"limit": 2})
+    assert "Older events" in page.text and "cursor=" in page.text
+
+
+def test_event_detail_has_every_field(app):
+    client = client_as(app, "auditor")
+    page = client.get("/events/ev-5")
+    assert page.status_code == 200
+    for name in ("request_id", "text_input", "emotion_vector", "ingested_at", "rtf", "queue_wait_ms"):
+        assert f"<code>{name}</code>" in page.text
+    assert "0.432x" in page.text and "1.24 s" in page.text and "&lt;b&gt;" in page.text
+    data = client.get("/api/v1/events/ev-5").json()
+    assert data["text_input"] == SECRET_TEXT and data["emotion_vector"] == [0.9, 0, 0, 0, 0, 0, 0, 0.1]
+    assert client.get("/events/nope").status_code == 404
+    assert client.get("/api/v1/events/nope").status_code == 404
+
+
+def test_get_and_post_share_the_path(app):
+    """GET /api/v1/events lists (session), POST ingests (token): neither hides the other."""
+    client = client_as(app, "auditor")
+    assert client.get("/api/v1/events").status_code == 200
+    response = client.post("/api/v1/events", json=[{"request_id": "x", "ts": "2026-01-01T00:00:00Z",
+                                                    "status": "success"}])
+    assert response.status_code == 401  # ingest wants a bearer token, not a session
