@@ -15,6 +15,8 @@ from voxtrail import __version__
 from voxtrail.cli import import_cmd
 from voxtrail.cli.schema_cmd import schema_command
 from voxtrail.cli.status_cmd import status_command
+from voxtrail.cli.report_cmd import report_command
+from voxtrail.cli.rollup_cmd import rollup_command
 from voxtrail.cli.serve_cmd import serve_command
 from voxtrail.cli.user_cmd import user_group
 from voxtrail.cli.token_cmd import token_group
@@ -40,6 +42,8 @@ def app() -> None:
 import_cmd.register(app)
 app.add_command(schema_command)
 app.add_command(status_command)
+app.add_command(report_command)
+app.add_command(rollup_command)
 app.add_command(collect_command)
 app.add_command(serve_command)
 app.add_command(user_group)

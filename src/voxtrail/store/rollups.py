@@ -296,3 +296,26 @@ def apply_delta(conn: sa.Connection, dialect: str, delta: dict) -> None:
             names = {compiled.binds[b].key: b for b in compiled.binds}
             params = frame.rename({k: v for k, v in names.items() if k != v}).to_dicts()
         conn.exec_driver_sql(str(compiled), params)
+
+
+def rebuild(engine: sa.Engine, dialect: str, since: datetime | None = None,
+            on_day: Callable[[int], None] | None = None) -> int:
+    """Recompute the rollups from the raw events, one UTC day per transaction; return the days.
+
+    Each day is deleted and re-aggregated under the writers' lock, so imports may run meanwhile.
+    Days before the first stored event (``since`` if later) are left alone: after retention has
+    deleted old raw events, their rollups are the only record and are kept.
+    """
+    with engine.connect() as conn:
+        days = event_days(conn, since)
+        conn.rollback()
+    options = {"vx_immediate": True} if dialect == "sqlite" else {}
+    for day in days:
+        with engine.connect().execution_options(**options) as conn, conn.begin():
+            mark(conn, dialect)
+            rebuild_day(conn, dialect, day)
+        if on_day is not None:
+            on_day(day)
+    with engine.begin() as conn:
+        touch_state(conn)
+    return len(days)
