@@ -7,9 +7,9 @@ import pytest
 import sqlalchemy as sa
 from prometheus_client.parser import text_string_to_metric_families
 
-from voxtrail.query.prometheus import LATENCY_BUCKETS_SECONDS
+from voxtrail.query.prometheus import LATENCY_BUCKETS_SECONDS, RunningTotals, series_totals
+from voxtrail.store.schema import tts_events
 from voxtrail.store import accounts
-from voxtrail.web import metrics as metrics_module
 from web_support import client_for, login, make_app, add_user
 
 EVENTS = [
@@ -38,11 +38,6 @@ def ingest(client, token, events):
     response = client.post("/api/v1/events", content=orjson.dumps(body),
                            headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
     assert response.status_code == 200
-
-
-@pytest.fixture(autouse=True)
-def no_scrape_cache(monkeypatch):
-    monkeypatch.setattr(metrics_module, "MIN_INTERVAL", 0.0)
 
 
 def test_calls_failures_and_latency_histogram(db_url):
@@ -85,6 +80,35 @@ def test_counters_grow_with_new_events(sqlite_url):
         after = samples(families(client.get("/metrics").text)["voxtrail_tts_calls"], "voxtrail_tts_calls_total")
     app.state.store.close()
     assert sum(before.values()) == 2 and sum(after.values()) == 6
+
+
+def test_running_totals_count_only_new_rows_and_match_a_full_count(db_url):
+    app = make_app(db_url)
+    _, token = accounts.create_token(app.state.store.engine, "node", "ingest")
+    running = RunningTotals()
+    engine = app.state.store.engine
+    statements: list[str] = []
+    sa.event.listen(engine, "before_cursor_execute", lambda conn, cur, stmt, *a: statements.append(stmt))
+    with client_for(app) as client:
+        with engine.connect() as conn:
+            assert running.refresh(conn) == []
+        ingest(client, token, EVENTS[:3])
+        with engine.connect() as conn:
+            first = running.refresh(conn)
+        ingest(client, token, EVENTS)
+        statements.clear()
+        with engine.connect() as conn:
+            second = running.refresh(conn)
+            assert running.refresh(conn) == second  # nothing new: no aggregate query at all
+            aggregates = [s for s in statements if "GROUP BY" in s.upper()]
+            assert len(aggregates) == 1 and "id >" in aggregates[0]
+            assert second == series_totals(conn)  # incremental == counted from scratch
+        assert sum(s.calls for s in first) == 3 and sum(s.calls for s in second) == 6
+        with engine.begin() as conn:  # the events vanish (a restored backup): start over
+            conn.execute(tts_events.delete())
+        with engine.connect() as conn:
+            assert running.refresh(conn) == []
+    app.state.store.close()
 
 
 def test_access_modes(sqlite_url):

@@ -1,13 +1,22 @@
 """The figures behind ``/metrics``: calls, failures and a latency histogram per node, model, emotion.
 
-One ``GROUP BY`` over ``tts_events`` that every dialect runs the same way; bucket counts are
-cumulative (``le`` semantics: latency <= bound), as Prometheus histograms are. Events whose
-latency is unknown count as calls (and failures) but not in the histogram. NULL labels are ''.
+Counts are totals since the beginning of the store, as Prometheus counters are. They are kept
+incrementally: :class:`RunningTotals` remembers the largest event id it has counted and each
+refresh aggregates only the rows above it (a range scan of the primary key), so a scrape costs
+what was written since the previous one, not a pass over ten million rows. That is exact because
+ids are handed out in commit order: SQLite has one writer at a time, and ``Store.write`` on
+PostgreSQL and MySQL takes the rollup lock before inserting (store/rollups.py). Events are never
+updated in place, so counted rows stay counted.
+
+One ``GROUP BY`` that every dialect runs the same way; bucket counts are cumulative (``le``
+semantics: latency <= bound). Events whose latency is unknown count as calls (and failures)
+but not in the histogram. NULL labels are ''.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import threading
+from dataclasses import dataclass, replace
 
 import sqlalchemy as sa
 
@@ -27,13 +36,26 @@ class SeriesTotals:
     latency_sum_seconds: float
     buckets: tuple[int, ...]  # cumulative counts for LATENCY_BUCKETS_SECONDS, then +Inf
 
+    def __add__(self, other: "SeriesTotals") -> "SeriesTotals":
+        return replace(
+            self, calls=self.calls + other.calls, failures=self.failures + other.failures,
+            latency_count=self.latency_count + other.latency_count,
+            latency_sum_seconds=self.latency_sum_seconds + other.latency_sum_seconds,
+            buckets=tuple(a + b for a, b in zip(self.buckets, other.buckets)),
+        )
+
 
 def _total(expr: sa.ColumnElement) -> sa.ColumnElement:
     return sa.func.coalesce(sa.func.sum(expr), 0)
 
 
-def series_totals(conn: sa.Connection, buckets: tuple[float, ...] = LATENCY_BUCKETS_SECONDS) -> list[SeriesTotals]:
-    """Totals since the beginning of the store, one entry per (node, model, emotion)."""
+def max_event_id(conn: sa.Connection) -> int | None:
+    return conn.execute(sa.select(sa.func.max(tts_events.c.id))).scalar()
+
+
+def series_totals(conn: sa.Connection, after_id: int | None = None, up_to_id: int | None = None,
+                  buckets: tuple[float, ...] = LATENCY_BUCKETS_SECONDS) -> list[SeriesTotals]:
+    """Totals of the events with ``after_id < id <= up_to_id`` (all when None), per label set."""
     t = tts_events.c
     labels = [sa.func.coalesce(getattr(t, name), "").label(name) for name in LABELS]
     latency = t.latency_ms
@@ -46,6 +68,10 @@ def series_totals(conn: sa.Connection, buckets: tuple[float, ...] = LATENCY_BUCK
         *(_total(sa.case((latency <= bound * 1000.0, 1), else_=0)) for bound in buckets),
     ]
     query = sa.select(*columns).group_by(*labels).order_by(*labels)
+    if after_id is not None:
+        query = query.where(t.id > after_id)
+    if up_to_id is not None:
+        query = query.where(t.id <= up_to_id)
     out = []
     for row in conn.execute(query):
         counts = tuple(int(c) for c in row[7:])
@@ -55,3 +81,25 @@ def series_totals(conn: sa.Connection, buckets: tuple[float, ...] = LATENCY_BUCK
             buckets=counts + (int(row.latency_count),),
         ))
     return out
+
+
+class RunningTotals:
+    """Totals kept up to date by counting only the events added since the last refresh."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._totals: dict[tuple[str, str, str], SeriesTotals] = {}
+        self._counted_up_to: int | None = None
+
+    def refresh(self, conn: sa.Connection) -> list[SeriesTotals]:
+        with self._lock:  # concurrent scrapes wait for one query instead of each running it
+            newest = max_event_id(conn)
+            if newest is None or (self._counted_up_to is not None and newest < self._counted_up_to):
+                # An empty or replaced database: start over rather than report stale totals.
+                self._totals, self._counted_up_to = {}, None
+            if newest is not None and newest != self._counted_up_to:
+                for series in series_totals(conn, after_id=self._counted_up_to, up_to_id=newest):
+                    known = self._totals.get(series.labels)
+                    self._totals[series.labels] = series if known is None else known + series
+                self._counted_up_to = newest
+            return sorted(self._totals.values(), key=lambda s: s.labels)

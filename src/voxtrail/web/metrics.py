@@ -3,7 +3,8 @@
 A custom collector asks :mod:`voxtrail.query.prometheus` when Prometheus scrapes, so the
 figures are those of every event in the database, whichever way it arrived (files, recorder,
 HTTP, Redis) and whichever voxtrail process wrote it; counters only grow because events are
-never deleted by voxtrail. Consecutive scrapes within ``MIN_INTERVAL`` seconds share one query.
+never deleted by voxtrail. Each scrape counts only the events written since the previous one
+(:class:`~voxtrail.query.prometheus.RunningTotals`); the first one after a start counts them all.
 The app's own process metrics (CPU, memory, file descriptors, GC) come with them.
 
 Access (``voxtrail serve --metrics``): ``public``; ``token`` (default): an API token with scope
@@ -13,7 +14,6 @@ Access (``voxtrail serve --metrics``): ``public``; ``token`` (default): an API t
 from __future__ import annotations
 
 import threading
-import time
 
 import sqlalchemy as sa
 from fastapi import APIRouter, Request
@@ -23,12 +23,11 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.exposition import choose_encoder
 from starlette.responses import Response
 
-from voxtrail.query.prometheus import LABELS, LATENCY_BUCKETS_SECONDS, SeriesTotals, series_totals
+from voxtrail.query.prometheus import LABELS, LATENCY_BUCKETS_SECONDS, RunningTotals, SeriesTotals
 from voxtrail.web.auth import NotAuthenticated, require_token, token_refused
 from voxtrail.web.sessions import current_session
 
 router = APIRouter()
-MIN_INTERVAL = 5.0
 _registry_lock = threading.Lock()
 
 
@@ -37,16 +36,11 @@ class StoreCollector:
 
     def __init__(self, engine: sa.Engine) -> None:
         self.engine = engine
-        self._lock = threading.Lock()
-        self._cached: tuple[float, list[SeriesTotals]] | None = None
+        self.running = RunningTotals()
 
     def _totals(self) -> list[SeriesTotals]:
-        with self._lock:  # concurrent scrapes wait for one query instead of running several
-            now = time.monotonic()
-            if self._cached is None or now - self._cached[0] >= MIN_INTERVAL:
-                with self.engine.connect() as conn:
-                    self._cached = (now, series_totals(conn))
-            return self._cached[1]
+        with self.engine.connect() as conn:
+            return self.running.refresh(conn)
 
     def collect(self):
         up = GaugeMetricFamily("voxtrail_database_up", "1 when the last scrape could read the database, else 0.")
