@@ -10,7 +10,14 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import mysql, postgresql, sqlite
 
 from voxtrail.event import FIELDS_BY_NAME
-from voxtrail.store.schema import import_checkpoints, tts_events, tts_rejects
+from voxtrail.store.schema import (
+    ROLLUP_MEASURES,
+    import_checkpoints,
+    rollup_state,
+    rollup_tables,
+    tts_events,
+    tts_rejects,
+)
 
 DIALECTS = (("SQLite", sqlite.dialect()), ("PostgreSQL", postgresql.dialect()), ("MySQL/MariaDB", mysql.dialect()))
 
@@ -45,6 +52,37 @@ EXTRA_DOCS = {
 }
 
 
+#: Tables in the reference, in order: the events, then the rollups a query tool may read instead.
+DOCUMENTED_TABLES = (tts_events, tts_rejects, import_checkpoints, *rollup_tables.values(), rollup_state)
+
+ROLLUP_DOCS = {
+    "hour": "Hour of the events: whole hours since 1970-01-01 00:00 UTC (`hour * 3600` is a Unix time).",
+    "day": "UTC day of the events: whole days since 1970-01-01.",
+    "status": "`success` or `failed`.",
+    "length_bucket": "Seed 000's text-length class: `<50`, `50-150` (50 to 149) or `>150` (150 and more); "
+                     "'' when the length is unknown.",
+    "calls": "Number of events.",
+    "bin": "Latency bin k: latencies in [γ^k, γ^(k+1)) ms with γ = 1.01/0.99 (-1000000 for latencies <= 0). "
+           "Report 2·γ^(k+1)/(γ+1): within 1 % of every latency in the bin.",
+    "error_type": "`error_type` of the failures ('' when none).",
+    "message_prefix": "First 80 characters of `error_message` ('' when none).",
+    "id": "Always 1: the row writers lock on PostgreSQL and MySQL while they insert and roll up.",
+    "rebuilt_at": "When `voxtrail rollup rebuild` last finished (UTC), null if never.",
+}
+
+
+def _rollup_doc(column: sa.Column) -> str:
+    name = column.name
+    if name in ROLLUP_DOCS:
+        return ROLLUP_DOCS[name]
+    for measure in ROLLUP_MEASURES:
+        if name == f"{measure}_n":
+            return f"Events with a `{measure}` value."
+        if name == f"{measure}_sum":
+            return f"Sum of `{measure}` over them: the mean is `{measure}_sum / {measure}_n`."
+    return f"`{name}` of the events ('' when none recorded)."
+
+
 def _type(column: sa.Column, dialect) -> str:
     return column.type.compile(dialect=dialect).lower()
 
@@ -52,6 +90,8 @@ def _type(column: sa.Column, dialect) -> str:
 def _doc(table: sa.Table, column: sa.Column) -> str:
     if table is tts_events and column.name in FIELDS_BY_NAME:
         return FIELDS_BY_NAME[column.name].doc
+    if table.name not in EXTRA_DOCS:
+        return _rollup_doc(column)
     return EXTRA_DOCS[table.name][column.name]
 
 
@@ -68,7 +108,7 @@ def _indexes(table: sa.Table) -> list[str]:
 
 def render_markdown() -> str:
     parts = []
-    for table in (tts_events, tts_rejects, import_checkpoints):
+    for table in DOCUMENTED_TABLES:
         parts.append(f"### `{table.name}`\n")
         header = ["column", *(name for name, _ in DIALECTS), "null", "meaning"]
         parts.append("| " + " | ".join(header) + " |")
@@ -96,6 +136,6 @@ def as_records() -> list[dict]:
             "nullable": bool(column.nullable and not column.primary_key),
             "meaning": _doc(table, column),
         }
-        for table in (tts_events, tts_rejects, import_checkpoints)
+        for table in DOCUMENTED_TABLES
         for column in table.columns
     ]
