@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import secrets
 import time
+from datetime import timedelta
 from pathlib import Path
 
 import click
@@ -24,12 +25,12 @@ DEMO_USER = "demo"
 HOST = "127.0.0.1"
 
 
-def _fill(store, events: int, days: int, seed: int, quiet: bool) -> tuple[int, float]:
-    from voxtrail.demo.synthetic import SyntheticMonth, generate
+def _fill(store, spec, quiet: bool) -> tuple[int, float]:
+    from voxtrail.demo.synthetic import generate
 
     started = time.perf_counter()
     inserted = 0
-    spec = SyntheticMonth(events=events, days=days, seed=seed, chunk_size=min(50_000, max(events, 1)))
+    events, days = spec.events, spec.days
     if not quiet:
         click.echo(f"Generating {events:,} TTS generations over {days} days ...", err=True)
     for batch in generate(spec):
@@ -56,6 +57,7 @@ def demo_command(db_path, port, no_serve, days, events, seed, as_json) -> None:
     failures and slow requests on one node. A user 'demo' (role admin) gets a random password,
     printed once; the dashboard is served on http://127.0.0.1:PORT until Ctrl-C.
     """
+    from voxtrail.demo.synthetic import NODES, SyntheticMonth
     from voxtrail.store import Store, StoreError, accounts
 
     path = Path(db_path)
@@ -72,7 +74,8 @@ def demo_command(db_path, port, no_serve, days, events, seed, as_json) -> None:
     except StoreError as exc:
         fail(str(exc))
     try:
-        inserted, seconds = _fill(store, events, days, seed, as_json)
+        spec = SyntheticMonth(events=events, days=days, seed=seed, chunk_size=min(50_000, max(events, 1)))
+        inserted, seconds = _fill(store, spec, as_json)
         if accounts.get_user(store.engine, DEMO_USER) is None:
             accounts.add_user(store.engine, DEMO_USER, "admin", password)
         else:
@@ -94,6 +97,10 @@ def demo_command(db_path, port, no_serve, days, events, seed, as_json) -> None:
         click.echo(f"Password: {password}   (shown once; run 'voxtrail demo' again for a new one)")
     try:
         if not no_serve:
+            bad = spec.resolved_bad_hour()
+            if spec.resolved_end() - timedelta(days=days) <= bad:
+                click.echo(f"Look for the bad hour: {bad:%Y-%m-%d %H:00} UTC, failures and slow calls on node "
+                           f"{NODES[2]} (pick 'Last 30 days' or a custom range).")
             _serve(store, url, port)
     finally:
         store.close()
@@ -103,5 +110,8 @@ def _serve(store, url: str, port: int) -> None:
     from voxtrail.cli.serve_cmd import run_server
     from voxtrail.web.settings import WebSettings
 
-    click.echo("Open the dashboard below and log in as the user above (Ctrl-C stops the server).")
-    run_server(WebSettings(db=url, host=HOST, port=port), store, log_level="warning", announce="dashboard at")
+    click.echo("Log in at the address below as the user above; Ctrl-C stops the server.")
+    try:
+        run_server(WebSettings(db=url, host=HOST, port=port), store, log_level="warning", announce="dashboard at")
+    except KeyboardInterrupt:
+        return  # Ctrl-C is how the demo ends: not an error
