@@ -15,7 +15,7 @@ import time
 import pytest
 import sqlalchemy as sa
 
-from helpers_recorder import dead_port, request_ids, rows
+from helpers_recorder import dead_port, lock_events_table, request_ids, rows, wait_until
 from voxtrail import Recorder
 from voxtrail.recorder import current_generation
 from voxtrail.recorder.logging import VoxtrailHandler
@@ -27,33 +27,10 @@ def spool(tmp_path):
     return tmp_path / "spool"
 
 
-def _lock_events_table(url: str):
-    """Another session holds a lock that stops every write to tts_events; returns its release()."""
-    store = Store.open(url)  # create the schema first
-    conn = store.engine.connect()
-    if store.dialect == "sqlite":
-        conn = conn.execution_options(vx_immediate=True)
-        conn.begin()  # BEGIN IMMEDIATE: the write lock
-    elif store.dialect == "postgresql":
-        conn.begin()
-        conn.exec_driver_sql("LOCK TABLE tts_events IN ACCESS EXCLUSIVE MODE")
-    else:
-        conn.exec_driver_sql("LOCK TABLES tts_events WRITE")
-
-    def release():
-        if store.dialect == "mysql":
-            conn.exec_driver_sql("UNLOCK TABLES")
-        else:
-            conn.rollback()
-        conn.close()
-        store.close()
-    return release
-
-
 def test_record_returns_while_the_store_is_blocked(db_url, spool):
     """The caller's thread never waits on the database: with tts_events locked by another
     session (the shipper's write hangs), record() still returns at once every time."""
-    release = _lock_events_table(db_url)
+    release = lock_events_table(db_url)
     try:
         rec = Recorder(db=db_url, spool_dir=spool, batch_size=100)
         rec.record(text_input="first")  # gets the shipper stuck in its write
@@ -65,7 +42,8 @@ def test_record_returns_while_the_store_is_blocked(db_url, spool):
             durations.append(time.perf_counter() - t0)
         durations.sort()
         assert durations[len(durations) // 2] < 0.001
-        assert durations[-1] < 0.1, "no call waited on the locked table"
+        # A call waiting on the table would wait until release() below: seconds, not this.
+        assert durations[-1] < 1.0, "no call waited on the locked table"
         assert rec.stats()["shipped"] == 0
     finally:
         release()
@@ -147,8 +125,8 @@ def test_outage_database_that_does_not_exist_yet(fresh_db_url, spool):
     future = url.rsplit("/", 1)[0] + "/vx_later_" + os.urandom(4).hex()
     rec = Recorder(db=future, spool_dir=spool, max_backoff=0.5)
     ids = [rec.record(text_input=f"t{i}", latency_ms=1.0) for i in range(10_000)]
-    time.sleep(0.5)
-    assert rec.stats()["shipped"] == 0 and rec.stats()["retries"] > 0
+    assert wait_until(lambda: rec.stats()["retries"] > 0)
+    assert rec.stats()["shipped"] == 0
     admin = sa.create_engine(url, isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool)
     name = future.rsplit("/", 1)[1]
     with admin.connect() as conn:
@@ -168,8 +146,7 @@ def test_outage_server_down_then_up(sqlite_url, spool):
     """A port with nothing listening, then a database: the spool waits and delivers."""
     rec = Recorder(db=f"mysql://root@127.0.0.1:{dead_port()}/test", spool_dir=spool, max_backoff=0.2)
     ids = [rec.record(text_input=str(i)) for i in range(1000)]
-    time.sleep(0.3)
-    assert "cannot connect" in (rec.stats()["last_error"] or "")
+    assert wait_until(lambda: "cannot connect" in (rec.stats()["last_error"] or ""))
     rec.close(timeout=0)
     (spool / "destination").write_text("")  # the same events, now for the database that is up
     rec = Recorder(db=sqlite_url, spool_dir=spool)
@@ -243,8 +220,8 @@ def test_logging_handler(sqlite_url, spool):
                                                       "attributes, text_input FROM tts_events")}
     assert len(got) == 3
     ok = next(r for r in got.values() if r.text_input == "hi")
-    assert ok.status == "success" and ok.level == "INFO" and '"message":"generated ok"' in ok.attributes
-    assert "trace" not in ok.attributes
+    assert ok.status == "success" and ok.level == "INFO"
+    assert json.loads(ok.attributes) == {"logger": "tts-service-test", "message": "generated ok"}
     assert got["r-err"].status == "failed" and got["r-err"].error_message == "generation failed"
     assert got["r-exc"].error_type == "MemoryError" and got["r-exc"].error_message == "out of memory"
 

@@ -12,7 +12,7 @@ import uuid
 
 import pytest
 
-from helpers_recorder import request_ids, rows
+from helpers_recorder import lock_events_table, request_ids, rows, wait_until
 from voxtrail import Recorder
 from voxtrail.store import Store
 
@@ -74,17 +74,19 @@ def test_two_collectors_one_killed_mid_batch(db_url, redis_client, stream, tmp_p
     assert redis_client.xlen(stream) == total // 100  # 100 events per entry
 
     victim = collect(stream, db_url, "a", "--batch-size", "2", "--claim-idle", "1")
+    release = None
     try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if pending_of(redis_client, stream, "a") and rows(db_url) > 0:
-                break
-            time.sleep(0.005)
+        assert wait_until(lambda: rows(db_url) > 0, 60), "the first collector stores some batches"
+        release = lock_events_table(db_url)  # its next write now hangs, with its entries read, not acked
+        assert wait_until(lambda: pending_of(redis_client, stream, "a") > 0, 60)
+        time.sleep(0.2)  # well inside the write
         victim.send_signal(signal.SIGKILL)
         victim.wait()
     finally:
         if victim.poll() is None:
             victim.kill()
+        if release is not None:
+            release()
     left_pending = pending_of(redis_client, stream, "a")
     stored_before = rows(db_url)
     assert left_pending > 0, "killed holding read but unacknowledged entries"

@@ -11,6 +11,8 @@ import logging
 import os
 import threading
 import weakref
+from random import getrandbits
+from time import time_ns
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -42,12 +44,20 @@ def default_spool_dir() -> Path:
 
 
 def new_request_id() -> str:
-    """A random (version 4) UUID as text, several times cheaper than ``str(uuid.uuid4())``."""
-    b = bytearray(os.urandom(16))
-    b[6] = (b[6] & 0x0F) | 0x40
-    b[8] = (b[8] & 0x3F) | 0x80
-    h = b.hex()
+    """A new UUID (version 7: 48 bits of Unix milliseconds, then 74 random bits), as text.
+
+    Time-ordered ids land at the end of the database's unique index instead of at random
+    pages, and making one costs ~1 µs instead of ``str(uuid.uuid4())``'s ~4 µs. The random
+    bits come from :mod:`random`, which Python reseeds in a forked child; ids need to be
+    unique, not secret.
+    """
+    bits = getrandbits(74)
+    value = ((time_ns() // 1_000_000) << 80) | (0x7 << 76) | ((bits >> 62) << 64) | (0b10 << 62) | (bits & _LOW62)
+    h = f"{value:032x}"
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+_LOW62 = (1 << 62) - 1
 
 
 def check_fields(names) -> None:
@@ -114,7 +124,7 @@ class Recorder:
                  redis: str | None = None, stream: str = DEFAULT_STREAM, spool_dir: str | os.PathLike | None = None,
                  fsync: str = "interval", fsync_interval: float = 1.0,
                  max_spool_bytes: int = DEFAULT_MAX_SPOOL_BYTES, segment_bytes: int = DEFAULT_SEGMENT_BYTES,
-                 batch_size: int = 5000, flush_interval: float = 0.2, max_backoff: float = 30.0,
+                 batch_size: int = 20000, flush_interval: float = 0.2, max_backoff: float = 30.0,
                  close_timeout: float = 10.0, http_timeout: float = 10.0,
                  defaults: Mapping[str, Any] | None = None):
         if defaults:

@@ -16,6 +16,7 @@ from typing import Protocol
 import orjson
 
 from voxtrail.event import EventBatch, Reject
+from voxtrail.recorder.columnar import fast_batch
 
 log = logging.getLogger("voxtrail.recorder")
 
@@ -109,9 +110,11 @@ class DatabaseTransport:
         from voxtrail.store import StoreError
 
         store = self._open()
-        objs, bad = decode(batch)
-        events = to_event_batch(objs, batch.offsets, "recorder")
-        events.rejects = bad + events.rejects
+        events = fast_batch(b"\n".join(batch.payloads), "recorder")
+        if events is None:
+            objs, bad = decode(batch)
+            events = to_event_batch(objs, batch.offsets, "recorder")
+            events.rejects = bad + events.rejects
         try:
             result = store.write(events, stream_id=batch.stream_id)
         except StoreError as exc:

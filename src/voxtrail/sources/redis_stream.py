@@ -22,6 +22,7 @@ from typing import Any
 import orjson
 
 from voxtrail.event import Reject
+from voxtrail.recorder.columnar import fast_batch
 from voxtrail.sources.records import batch_from_objects
 from voxtrail.store import Store, StoreError
 from voxtrail.transforms import apply, default_chain
@@ -58,7 +59,15 @@ def _entry_offset(entry_id: bytes, index: int) -> int:
 
 
 def entries_to_batch(entries: list[tuple[bytes, dict]]):
-    """Stream entries -> an EventBatch (source ``redis``); undecodable lines become rejects."""
+    """Stream entries -> an EventBatch (source ``redis``); undecodable lines become rejects.
+
+    Regular batches (what recorders write) are read column-wise in one go; any other goes
+    object by object through the shared mapping, so each bad event is a reject with its reason.
+    """
+    if all(fields and FIELD in fields for _, fields in entries):
+        fast = fast_batch(b"\n".join(fields[FIELD] for _, fields in entries), "redis")
+        if fast is not None:
+            return fast
     objs: list[Any] = []
     offsets: list[int] = []
     bad: list[Reject] = []
