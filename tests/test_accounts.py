@@ -226,3 +226,42 @@ def test_token_commands(sqlite_url):
     table = voxtrail("token", "list", *db).stdout
     assert secret not in table and "node-1" in table
     assert json.loads(voxtrail("token", "list", "--json", *db).stdout)[0]["revoked_at"] is not None
+
+
+def test_password_prompt_on_a_terminal_asks_twice_without_echo(sqlite_url):
+    import os
+    import pty
+    import select
+
+    master, slave = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "voxtrail", "user", "add", "tess", "--role", "viewer",
+                             "--db", sqlite_url], stdin=slave, stdout=slave, stderr=slave, close_fds=True)
+    os.close(slave)
+    seen = b""
+    position = 0
+
+    def read_until(marker: bytes) -> None:
+        """Wait for the next prompt: typing ahead would be flushed when echo is turned off."""
+        nonlocal seen, position
+        while marker not in seen[position:]:
+            ready, _, _ = select.select([master], [], [], 60)
+            assert ready, seen
+            seen += os.read(master, 4096)
+        position = seen.index(marker, position) + len(marker)
+
+    read_until(b"Password:")
+    os.write(master, b"first try pw\n")
+    read_until(b"Repeat for confirmation:")
+    os.write(master, b"typo in it\n")
+    read_until(b"do not match")  # click asks again
+    read_until(b"Password:")
+    os.write(master, PASSWORD.encode() + b"\n")
+    read_until(b"Repeat for confirmation:")
+    os.write(master, PASSWORD.encode() + b"\n")
+    read_until(b"user tess added")
+    proc.wait(timeout=60)
+    os.close(master)
+    assert proc.returncode == 0
+    assert PASSWORD.encode() not in seen and b"first try pw" not in seen  # never echoed
+    with Store.open(sqlite_url) as s:
+        assert accounts.authenticate(s.engine, "tess", PASSWORD) is not None
