@@ -243,3 +243,25 @@ def test_concurrent_threads_record_everything(sqlite_url, spool):
         t.join()
     rec.close()
     assert sorted(request_ids(sqlite_url)) == sorted(ids) and len(ids) == 8000
+
+
+def test_recorder_created_before_fork(sqlite_url, spool):
+    """gunicorn --preload: the Recorder is made in the master; each worker ships its own events.
+
+    The master records nothing before forking: polars (the shipper's batches) cannot be used
+    in a child forked after it ran in the parent (docs/recorder.md says so)."""
+    rec = Recorder(db=sqlite_url, spool_dir=spool)
+    pid = os.fork()
+    if pid == 0:  # the child: no pytest machinery, just the outcome in the exit status
+        code = 3
+        try:
+            rec.record(request_id="child-1")
+            code = 0 if rec.close(timeout=30) else 4
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    rec.record(request_id="parent-1")
+    rec.close()
+    assert sorted(request_ids(sqlite_url)) == ["child-1", "parent-1"]
+    assert not [p for p in spool.iterdir() if p.name.startswith("w-")]

@@ -184,6 +184,11 @@ class Recorder:
             for fd in (self._writer.fd, self._sub.lock_fd, *(d.sub.lock_fd for d in self._shipper.orphans)):
                 if fd >= 0:
                     os.close(fd)
+            if self._stats.snapshot()["batches"]:
+                log.warning("voxtrail: this Recorder shipped events before fork(); polars (which builds the "
+                            "batches) cannot run in a child forked after it ran, so this process's events "
+                            "may only be delivered after it exits. Create the Recorder after fork() "
+                            "(gunicorn: in post_fork), or record nothing before forking.")
             self._stats = Stats()
             self._start()
 
