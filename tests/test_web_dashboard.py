@@ -116,6 +116,22 @@ def test_plotly_comes_from_the_installed_package_cached_and_compressed(viewer):
     assert viewer.get(url.replace("plotly-", "plotly-0.0.1-")).status_code == 404
 
 
+def test_scripts_read_stats_with_a_read_token_but_not_events(app, viewer):
+    from voxtrail.store import accounts
+
+    read = accounts.create_token(app.state.store.engine, "grafana", "read")[1]
+    ingest = accounts.create_token(app.state.store.engine, "shipper", "ingest")[1]
+    client = client_for(app)
+    ok = client.get("/api/v1/stats/summary", params={"range": "7d"}, headers={"Authorization": f"Bearer {read}"})
+    assert ok.status_code == 200 and ok.json()["panels"]["summary"]["rows"][0][0] == EVENTS
+    wrong = client.get("/api/v1/stats", headers={"Authorization": f"Bearer {ingest}"})
+    assert wrong.status_code == 403 and "scope read" in wrong.json()["error"]
+    bad = client.get("/api/v1/stats", headers={"Authorization": "Bearer nope"})
+    assert bad.status_code == 401
+    # Event texts are for logged-in auditors only: a token does not open them.
+    assert client.get("/api/v1/events", headers={"Authorization": f"Bearer {read}"}).status_code == 401
+
+
 def test_stats_are_the_same_for_auditors(app, viewer):
     auditor = client_for(app)
     login(auditor, "auditor")

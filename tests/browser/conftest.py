@@ -93,43 +93,88 @@ class Offsite:
             route.abort()
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def offsite() -> Offsite:
     return Offsite()
 
 
-@pytest.fixture
-def new_page(browser, server, offsite):
-    """``new_page(role=None)``: a page in a fresh browser context, logged in as ``role`` if given."""
-    contexts = []
+class Browsing:
+    """Browser contexts: one per role, logged in once and kept for the session (Plotly.js is
+    then cached as its headers allow), plus fresh ones for tests that change a context."""
 
-    def make(role: str | None = None, viewport=(1400, 1000)):
-        context = browser.new_context(viewport={"width": viewport[0], "height": viewport[1]},
-                                      timezone_id="UTC", locale="en-GB")
-        context.route("**/*", offsite.route)
-        contexts.append(context)
-        page = context.new_page()
-        page.set_default_timeout(20_000)
-        page.console_errors = []
-        page.on("console", lambda msg: msg.type == "error" and page.console_errors.append(msg.text))
-        page.on("pageerror", lambda exc: page.console_errors.append(str(exc)))
-        if role:
-            login(page, server.url, role)
+    def __init__(self, browser, server: Site, offsite: Offsite) -> None:
+        self.browser, self.server, self.offsite = browser, server, offsite
+        self.shared: dict[str, object] = {}
+
+    def context(self):
+        context = self.browser.new_context(viewport={"width": 1400, "height": 1000}, timezone_id="UTC",
+                                           locale="en-GB")
+        context.route("**/*", self.offsite.route)
+        return context
+
+    def logged_in(self, role: str):
+        if role not in self.shared:
+            context = self.context()
+            login(watch(context.new_page()), self.server.url, role)
+            self.shared[role] = context
+        return self.shared[role]
+
+
+def watch(page):
+    """Collect the page's script errors in ``page.console_errors``."""
+    page.set_default_timeout(20_000)
+    page.console_errors = []
+    page.on("console", lambda msg: msg.type == "error" and page.console_errors.append(msg.text))
+    page.on("pageerror", lambda exc: page.console_errors.append(str(exc)))
+    return page
+
+
+@pytest.fixture(scope="session")
+def browsing(browser, server, offsite):
+    b = Browsing(browser, server, offsite)
+    yield b
+    for context in b.shared.values():
+        context.close()
+
+
+@pytest.fixture
+def new_page(browsing, offsite):
+    """``new_page(role=None, fresh=False)``: a page logged in as ``role`` (none: no session).
+
+    Pages of a role share its context unless ``fresh`` (a new context, logged in anew).
+    """
+    opened, fresh_contexts = [], []
+    already = len(offsite.urls)
+
+    def make(role: str | None = None, fresh: bool = False):
+        if role is None or fresh:
+            context = browsing.context()
+            fresh_contexts.append(context)
+            if role:
+                login(watch(context.new_page()), browsing.server.url, role)
+        else:
+            context = browsing.logged_in(role)
+        page = watch(context.new_page())
+        opened.append(page)
         return page
 
     yield make
-    for context in contexts:
+    for page in opened:
+        page.close()
+    for context in fresh_contexts:
         context.close()
-    assert offsite.urls == [], f"the page tried to leave localhost: {offsite.urls}"
+    assert offsite.urls[already:] == [], f"the page tried to leave localhost: {offsite.urls[already:]}"
 
 
-def login(page, base: str, role: str, next_path: str = "/") -> None:
-    page.goto(f"{base}/login?next={next_path}")
+def login(page, base: str, role: str) -> None:
+    """Log in through the form; lands on /healthz (cheap) instead of the dashboard."""
+    page.goto(f"{base}/login?next=/healthz")
     page.fill("input[name=username]", role)
     page.fill("input[name=password]", PASSWORD)
     with page.expect_navigation():
         page.click("button[type=submit]")
-    assert "/login" not in page.url, f"login as {role} failed: {page.url}"
+    assert page.url.endswith("/healthz"), f"login as {role} failed: {page.url}"
+    page.close()
 
 
 def screenshot(page, name: str) -> Path:

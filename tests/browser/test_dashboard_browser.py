@@ -120,6 +120,11 @@ def test_a_shared_url_restores_the_view(new_page, server):
     expected = count_in_view(server, page, node=("tts-b", "tts-c"), status="failed")
     assert expected > 0 and tile(page, "calls") == f"{expected:,}"
     assert tile(page, "success_rate") == "0 %"
+    # An auditor follows the figures to the events behind them: same range, same filters.
+    page.click("#vx-events-link")
+    page.wait_for_url("**/events?**")
+    assert page.text_content("#vx-events-count").split()[0] == f"{expected:,}"
+    assert page.locator(".vx-status-failed").count() == min(expected, 50)
 
 
 def test_an_empty_range_says_so(new_page, server):
@@ -151,7 +156,7 @@ def test_a_bad_filter_in_the_url_is_explained(new_page, server):
 
 
 def test_auto_refresh_runs_while_visible_and_pauses_when_hidden(new_page, server):
-    page = new_page("viewer")
+    page = new_page("viewer", fresh=True)  # a fake clock is installed per context
     page.clock.install()
     page.goto(f"{server.url}/?range=24h")
     n = loaded(page)

@@ -21,12 +21,23 @@ from fastapi.responses import HTMLResponse, JSONResponse
 
 from voxtrail.query import panels as query_panels
 from voxtrail.query.filters import Filters
-from voxtrail.web.auth import CurrentUser, require_user
+from voxtrail.web.auth import CurrentUser, require_token, require_user
 from voxtrail.web.templating import templates
 
 router = APIRouter()
 
 Viewer = Annotated[CurrentUser, Depends(require_user("viewer"))]
+
+
+def stats_reader(request: Request) -> object:
+    """The stats API takes a session (any role) or, for scripts, an API token with scope read:
+    aggregates only, what a viewer sees."""
+    if request.headers.get("authorization"):
+        return require_token("read")(request)
+    return require_user("viewer")(request)
+
+
+StatsReader = Annotated[object, Depends(stats_reader)]
 
 #: The page's default view (the select shows it; the API gets it explicitly in every request).
 DEFAULT_RANGE = "24h"
@@ -110,21 +121,21 @@ def _store(request: Request):
 
 
 @router.get("/api/v1/stats")
-def all_stats(request: Request, user: Viewer) -> JSONResponse:
+def all_stats(request: Request, reader: StatsReader) -> JSONResponse:
     """Every panel of the dashboard for the filters in the query string."""
     filters = parse_filters(request)
     return JSONResponse(query_panels.dashboard(_store(request), filters))
 
 
 @router.get("/api/v1/stats/options")
-def stats_options(request: Request, user: Viewer) -> JSONResponse:
+def stats_options(request: Request, reader: StatsReader) -> JSONResponse:
     """Values each filter menu offers (nodes, models, versions, ...) in the selected time range."""
     filters = parse_filters(request)
     return JSONResponse(query_panels.filter_options(_store(request), filters))
 
 
 @router.get("/api/v1/stats/{panel}")
-def one_panel(panel: str, request: Request, user: Viewer) -> JSONResponse:
+def one_panel(panel: str, request: Request, reader: StatsReader) -> JSONResponse:
     """One panel's data (names: ``/api/v1/stats`` returns them all)."""
     if panel not in query_panels.PANELS:
         raise HTTPException(404, f"no panel {panel!r}; panels: {', '.join(query_panels.PANELS)}")

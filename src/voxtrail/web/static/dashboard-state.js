@@ -39,11 +39,16 @@ export function apiParams(state) {
   return params;
 }
 
-// ... and for the page's own URL (plus the refresh interval when it is not the default), with
-// ":" and "," left readable (both are allowed in a query string): ?since=2026-11-01T08:00:00Z
+// A query string for a link a person reads: ":" and "," stay readable (both are allowed in a
+// query string), so ?since=2026-11-01T08:00:00Z&node=a,b.
+export function readableQuery(params) {
+  return params.toString().replace(/%3A/gi, ":").replace(/%2C/gi, ",");
+}
+
+// ... and for the page's own URL (plus the refresh interval when it is not the default).
 export function pageQuery(state, defaults) {
   const params = apiParams(state);
   if (state.refresh !== defaults.refresh) params.set("refresh", String(state.refresh));
-  return params.toString().replace(/%3A/gi, ":").replace(/%2C/gi, ",");
+  return readableQuery(params);
 }
 

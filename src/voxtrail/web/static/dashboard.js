@@ -2,7 +2,7 @@
 // Data comes from the stats API (fetch, same origin, session cookie); configuration from the
 // data-* attributes of #dashboard. No inline script anywhere (the CSP forbids it).
 
-import { FILTER_KEYS, apiParams, pageQuery, readState } from "./dashboard-state.js";
+import { FILTER_KEYS, apiParams, pageQuery, readState, readableQuery } from "./dashboard-state.js";
 import { drawDashboard } from "./dashboard-charts.js";
 
 const root = document.getElementById("dashboard");
@@ -59,6 +59,9 @@ function menuSummary(values) {
 }
 
 function syncControls() {
+  // Auditors get a link to the individual events behind the figures (same range and filters).
+  const eventsLink = $("vx-events-link");
+  if (eventsLink) eventsLink.href = `/events?${readableQuery(apiParams(state))}`;
   $("vx-range").value = state.range;
   $("vx-custom").hidden = state.range !== "custom";
   $("vx-since").value = toLocalInput(state.since);
