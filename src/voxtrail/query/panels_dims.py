@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import polars as pl
 
+from voxtrail.query.buckets import auto_unit
 from voxtrail.query.reads import Reader
 from voxtrail.query.stats import collapse_status, mean, percentiles
 from voxtrail.store.rollups import LENGTH_BUCKETS
@@ -34,8 +35,10 @@ def _label(name: str) -> pl.Expr:
 
 
 def summary(reader: Reader) -> dict:
-    totals = collapse_status(reader.measures(("status",)), [], ("latency_ms", "rtf", "audio_length_ms"))
-    pct = percentiles(reader.latency(), [], {"p50": 0.5, "p95": 0.95})
+    # The over-time panels' answers, summed over time: no extra read.
+    unit = auto_unit(reader.filters)
+    totals = collapse_status(reader.measures(("status",), unit), [], ("latency_ms", "rtf", "audio_length_ms"))
+    pct = percentiles(reader.latency((), unit), [], {"p50": 0.5, "p95": 0.95})
     row = totals.row(0, named=True) if totals.height else {}
     calls = int(row.get("calls") or 0)
     frame = totals.with_columns(
@@ -95,9 +98,7 @@ def by_text_length(reader: Reader) -> dict:
 
 
 def _with_percentiles(reader: Reader, frame: pl.DataFrame, by: list[str]) -> pl.DataFrame:
-    hist = reader.latency(("node", "model", "model_version"))
-    hist = hist.group_by([*by, "bin"]).agg(pl.col("calls").sum())
-    pct = percentiles(hist, by, {"p50": 0.5, "p95": 0.95})
+    pct = percentiles(reader.latency(tuple(by)), by, {"p50": 0.5, "p95": 0.95})
     return frame.join(pct, on=by, how="left")
 
 

@@ -22,7 +22,14 @@ import sqlalchemy as sa
 from voxtrail.query.buckets import day_bucket, hour_range, is_utc_days
 from voxtrail.query.filters import Filters
 from voxtrail.store.rollups import epoch_hour, event_dimension, latency_bin
-from voxtrail.store.schema import ROLLUP_DIMENSIONS, ROLLUP_MEASURES, rollup_tables, tts_events
+from voxtrail.store.schema import (
+    ERROR_DIMENSIONS,
+    GROUP_DIMENSIONS,
+    ROLLUP_DIMENSIONS,
+    ROLLUP_MEASURES,
+    rollup_tables,
+    tts_events,
+)
 
 MEASURE_COLUMNS = ("calls", *(f"{m}_{part}" for m in ROLLUP_MEASURES for part in ("n", "sum")))
 
@@ -34,17 +41,22 @@ class Family:
     daily: str | None = None
 
 
+#: Smallest first: a question goes to the first family whose dimensions cover it.
 FAMILIES: dict[str, tuple[Family, ...]] = {
     "measures": (
         Family(("status", "length_bucket"), "voxtrail_rollup_hourly_totals"),
+        Family(GROUP_DIMENSIONS, "voxtrail_rollup_hourly_groups", "voxtrail_rollup_daily_groups"),
         Family(ROLLUP_DIMENSIONS, "voxtrail_rollup_hourly", "voxtrail_rollup_daily"),
     ),
     "latency": (
         Family(("status",), "voxtrail_latency_hourly_totals", "voxtrail_latency_daily_totals"),
+        Family(("node", "status"), "voxtrail_latency_hourly_node", "voxtrail_latency_daily_node"),
+        Family(("model", "model_version", "status"), "voxtrail_latency_hourly_model", "voxtrail_latency_daily_model"),
         Family(("node", "model", "model_version", "status"), "voxtrail_latency_hourly", "voxtrail_latency_daily"),
     ),
     "errors": (
-        Family(("node", "model", "model_version", "emotion", "emotion_control", "length_bucket"), "voxtrail_errors_hourly"),
+        Family((), "voxtrail_errors_hourly_totals"),
+        Family(ERROR_DIMENSIONS, "voxtrail_errors_hourly"),
     ),
 }
 
@@ -116,7 +128,7 @@ class Reader:
         parts: list[tuple[str | None, int, int]] = []  # (table, first key, end key) in its grain
         if family is None:
             parts.append((None, first, end))
-        elif family.daily and unit != "hour" and is_utc_days(f) and -(-first // 24) < end // 24:
+        elif family.daily and (unit is None or (unit == "day" and is_utc_days(f))) and -(-first // 24) < end // 24:
             d0, d1 = -(-first // 24), end // 24
             parts.append((family.daily, d0, d1))
             parts += [(family.hourly, a, b) for a, b in ((first, d0 * 24), (d1 * 24, end)) if a < b]

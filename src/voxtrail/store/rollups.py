@@ -34,6 +34,7 @@ from sqlalchemy.sql.functions import FunctionElement
 
 from voxtrail.store.bulk import EncodedBatch
 from voxtrail.store.schema import (
+    ERROR_DIMENSIONS,
     ERROR_MESSAGE_PREFIX,
     ROLLUP_MEASURES,
     ROLLUP_TABLES,
@@ -255,17 +256,22 @@ def batch_delta(prepared) -> dict:
     finest = base.group_by(["hour", *ROLLUP_DIMENSIONS_ORDER]).agg(sums).with_columns(
         (pl.col("hour") // 24).alias("day"))
     measure_names = [c for c in finest.columns if c not in ("hour", "day", *ROLLUP_DIMENSIONS_ORDER)]
-    timed = base.filter(pl.col("m_latency_ms").is_not_null())
+    # Each table is a coarser grouping of one of three finest groupings (a few thousand rows).
+    latency_keys = ["hour", "node", "model", "model_version", "status", "bin"]
+    timed = base.filter(pl.col("m_latency_ms").is_not_null()).group_by(latency_keys).agg(
+        pl.len().alias("calls")).with_columns((pl.col("hour") // 24).alias("day"))
+    error_keys = ["hour", *ERROR_DIMENSIONS, "error_type", "message_prefix"]
+    failed = base.filter(pl.col("status") == "failed").group_by(error_keys).agg(
+        pl.len().alias("calls"))
     out: dict = {}
     for name, (grain, tdims, kind) in ROLLUP_TABLES.items():
         keys = [grain, *tdims]
         if kind == "measures":
             frame = finest.group_by(keys).agg(pl.col(measure_names).sum())
         elif kind == "latency":
-            frame = timed.group_by([*keys, "bin"]).agg(pl.len().alias("calls"))
+            frame = timed.group_by([*keys, "bin"]).agg(pl.col("calls").sum())
         else:
-            frame = base.filter(pl.col("status") == "failed").group_by(
-                [*keys, "error_type", "message_prefix"]).agg(pl.len().alias("calls"))
+            frame = failed.group_by([*keys, "error_type", "message_prefix"]).agg(pl.col("calls").sum())
         out[name] = frame.sort(frame.columns[: len(frame.columns) - (len(measure_names) if kind == "measures" else 1)])
     return out
 

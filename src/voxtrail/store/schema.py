@@ -267,21 +267,31 @@ def rollup_table_columns(grain: str, dims: tuple[str, ...], kind: str) -> list[s
 
 #: name -> (time grain, dimensions, kind). Full cubes answer any filter; the narrower tables
 #: answer unfiltered views from a few thousand rows.
+GROUP_DIMENSIONS = ("node", "model", "model_version", "emotion", "status")
+ERROR_DIMENSIONS = ("node", "model", "model_version", "emotion", "emotion_control", "length_bucket")
 ROLLUP_TABLES: dict[str, tuple[str, tuple[str, ...], str]] = {
     "voxtrail_rollup_hourly": ("hour", ROLLUP_DIMENSIONS, "measures"),
     "voxtrail_rollup_daily": ("day", ROLLUP_DIMENSIONS, "measures"),
+    "voxtrail_rollup_hourly_groups": ("hour", GROUP_DIMENSIONS, "measures"),
+    "voxtrail_rollup_daily_groups": ("day", GROUP_DIMENSIONS, "measures"),
     "voxtrail_rollup_hourly_totals": ("hour", ("status", "length_bucket"), "measures"),
     "voxtrail_latency_hourly": ("hour", ("node", "model", "model_version", "status"), "latency"),
     "voxtrail_latency_daily": ("day", ("node", "model", "model_version", "status"), "latency"),
+    "voxtrail_latency_hourly_node": ("hour", ("node", "status"), "latency"),
+    "voxtrail_latency_daily_node": ("day", ("node", "status"), "latency"),
+    "voxtrail_latency_hourly_model": ("hour", ("model", "model_version", "status"), "latency"),
+    "voxtrail_latency_daily_model": ("day", ("model", "model_version", "status"), "latency"),
     "voxtrail_latency_hourly_totals": ("hour", ("status",), "latency"),
     "voxtrail_latency_daily_totals": ("day", ("status",), "latency"),
-    "voxtrail_errors_hourly": (
-        "hour", ("node", "model", "model_version", "emotion", "emotion_control", "length_bucket"), "errors",
-    ),
+    "voxtrail_errors_hourly": ("hour", ERROR_DIMENSIONS, "errors"),
+    "voxtrail_errors_hourly_totals": ("hour", (), "errors"),
 }
 
+#: SQLite: WITHOUT ROWID clusters each rollup by its key, so a time range is one contiguous read.
+ROLLUP_TABLE_KW = {**MYSQL_TABLE_KW, "sqlite_with_rowid": False}
+
 rollup_tables: dict[str, sa.Table] = {
-    name: sa.Table(name, metadata, *rollup_table_columns(*spec), **MYSQL_TABLE_KW)
+    name: sa.Table(name, metadata, *rollup_table_columns(*spec), **ROLLUP_TABLE_KW)
     for name, spec in ROLLUP_TABLES.items()
 }
 
