@@ -147,6 +147,34 @@ def throughput(url: str, spool: str, events: int) -> dict:
     return {"rate": events / (t2 - t0), "record_s": t1 - t0, "drain_s": t2 - t1}
 
 
+def redis_entries(url: str, events: int) -> list[tuple[int, float, int]]:
+    """(events per entry, events/s appended by the Redis transport, stream entries) for 1 and 100."""
+    import orjson
+    import redis
+
+    from voxtrail.recorder.redis import RedisTransport
+    from voxtrail.recorder.transports import SpoolBatch
+
+    payloads = [orjson.dumps({"request_id": str(uuid.uuid4()), "ts": "2025-03-01T00:00:00+00:00",
+                              "status": "success", "text_input": TEXT, "latency_ms": 1234.5}) for _ in range(events)]
+    client = redis.Redis.from_url(url)
+    out = []
+    for per_entry in (1, 100):
+        stream = f"vxbench:{uuid.uuid4().hex[:8]}"
+        transport = RedisTransport(url, stream, per_entry=per_entry)
+        try:
+            t0 = time.perf_counter()
+            for i in range(0, events, 20_000):  # the shipper's batch size
+                transport.deliver(SpoolBatch("bench", list(range(i, i + 20_000)), payloads[i:i + 20_000]))
+            elapsed = time.perf_counter() - t0
+            out.append((per_entry, events / elapsed, client.xlen(stream)))
+        finally:
+            client.delete(stream)
+            transport.close()
+    client.close()
+    return out
+
+
 def server_db(dialect: str):
     name = "vxbench_" + uuid.uuid4().hex[:8]
     try:
@@ -177,6 +205,7 @@ def main() -> None:
     ap.add_argument("--events", type=int, default=200_000, help="events per throughput round (b)")
     ap.add_argument("--rounds", type=int, default=3, help="throughput rounds per database (b); the median is shown")
     ap.add_argument("--no-servers", action="store_true", help="SQLite only")
+    ap.add_argument("--redis", default="redis://127.0.0.1:6379/15", help="Redis for (c); '' to skip")
     args = ap.parse_args()
     work = tempfile.mkdtemp(prefix="vxrecbench-")
     print(f"{os.cpu_count()} cores, Python {sys.version.split()[0]}")
@@ -225,6 +254,13 @@ def main() -> None:
             print(f"{label:<12} {mid['rate']:>10,.0f} {mid['record_s']:>11.2f}s {mid['drain_s']:>10.2f}s   "
                   f"{rates}"
                   f"   target >= 50,000/s: {'met' if mid['rate'] >= 50_000 else 'NOT met'}")
+        if args.redis and not args.no_servers:
+            print(f"\n(c) Redis transport: {args.events:,} events appended, one event per entry vs 100")
+            try:
+                for per_entry, rate, entries in redis_entries(args.redis, args.events):
+                    print(f"{per_entry:>4} per entry: {rate:>10,.0f} events/s, {entries:,} entries")
+            except Exception as exc:  # noqa: BLE001 - reported, not fatal to the other figures
+                print(f"  redis: unavailable ({exc.__class__.__name__}: {exc}); skipped")
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

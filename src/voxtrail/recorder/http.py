@@ -61,7 +61,10 @@ class HttpTransport:
         self.rejected_dir = spool_dir / "rejected"
         self.max_events: int | None = None  # learnt from 413 answers
 
-    def send(self, batch: SpoolBatch) -> Delivered:
+    def prepare(self, batch: SpoolBatch) -> SpoolBatch:
+        return batch  # sent as spooled: nothing to prepare
+
+    def deliver(self, batch: SpoolBatch) -> Delivered:
         done = Delivered()
         pending = list(batch.payloads)
         while pending:

@@ -29,7 +29,10 @@ class RedisTransport:
         self.stream = stream
         self.per_entry = per_entry
 
-    def send(self, batch: SpoolBatch) -> Delivered:
+    def prepare(self, batch: SpoolBatch) -> SpoolBatch:
+        return batch  # sent as spooled: nothing to prepare
+
+    def deliver(self, batch: SpoolBatch) -> Delivered:
         payloads = batch.payloads
         try:
             pipe = self.client.pipeline(transaction=False)

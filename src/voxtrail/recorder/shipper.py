@@ -1,11 +1,16 @@
 """The shipper: a background thread that moves spooled events to their destination.
 
 For each sub-spool it owns (its process's own, and any adopted from dead processes) it reads
-frames from the acknowledged position, sends them as one batch, and only after the destination
+frames after the acknowledged position, sends them as one batch, and only after the destination
 has committed them saves the new position and deletes segments that are fully shipped. A crash
 between the commit and the saved position re-sends that batch, which the store (idempotent on
 ``request_id``) and ``tts_rejects`` (keyed by segment and offset) absorb. While the destination
 is down the batch is retried with exponential backoff, capped at ``max_backoff`` seconds.
+
+Two stages overlap: while one batch is being written (a delivery thread: mostly database time)
+the shipper thread reads and prepares the next (parsing, transforms). So a Drain has a *read*
+position, ahead of its *acknowledged* one by at most the batch in flight; a failed delivery
+rewinds reading to the acknowledged position.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import logging
 import os
 import threading
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 from voxtrail.recorder.spool import AckFile, Chunk, SpoolWriter, SubSpool, read_frames, segment_name, segment_numbers
@@ -26,45 +32,66 @@ FIRST_BACKOFF = 0.1
 
 
 class Drain:
-    """Reading position in one sub-spool. ``writer`` is set for the live (own) sub-spool."""
+    """Positions in one sub-spool. ``writer`` is set for the live (own) sub-spool."""
 
     def __init__(self, sub: SubSpool, writer: SpoolWriter | None, durable: bool, stats: Stats):
         self.sub = sub
         self.writer = writer
         self.stats = stats
         self.ack = AckFile(sub.path, durable)
-        self.segment, self.offset = self.ack.load()
+        self.segment, self.offset = self.ack.load()  # acknowledged: everything before is stored
         if writer is not None:
             self.segment, self.offset = max((self.segment, self.offset), (writer.segment, 0))
+        self.read = (self.segment, self.offset)
+        #: finished segments read to their end -> where their valid frames end
+        self.passed: dict[int, int] = {}
 
     def next_chunk(self, max_frames: int) -> Chunk | None:
         live = self.writer.position() if self.writer is not None else None
+        read_seg, read_off = self.read
         for seg in segment_numbers(self.sub.path):
             if live is not None and seg > live[0]:
                 break  # created after we looked at the writer: next time
             path = self.sub.path / segment_name(seg)
-            if seg < self.segment:  # shipped and acknowledged; a crash came before its deletion
+            if seg < self.segment:  # acknowledged; a crash came before its deletion
                 self._delete(path)
                 continue
-            start = self.offset if seg == self.segment else 0
+            if seg < read_seg:
+                continue
             is_live = live is not None and seg == live[0]
-            chunk = read_frames(path, start, live[1] if is_live else None, max_frames)
+            chunk = read_frames(path, read_off if seg == read_seg else 0, live[1] if is_live else None, max_frames)
             if chunk.payloads:
+                self.read = (seg, chunk.end)
                 return chunk
             if is_live:
                 return None
-            if chunk.torn:
-                self.stats.add(torn_bytes=chunk.torn)
-                log.warning("voxtrail: %s ends with %d bytes of a torn record (a crash during a write); "
-                            "they were not shipped", path, chunk.torn)
-            self.segment, self.offset = seg + 1, 0
-            self.ack.save(self.segment, self.offset)
-            self._delete(path)
+            if seg not in self.passed:
+                self.passed[seg] = chunk.end
+                if chunk.torn:
+                    self.stats.add(torn_bytes=chunk.torn)
+                    log.warning("voxtrail: %s ends with %d bytes of a torn record (a crash during a write); "
+                                "they were not shipped", path, chunk.torn)
+            read_seg, read_off = self.read = (seg + 1, 0)
+            self._settle()
         return None
 
     def commit(self, chunk: Chunk) -> None:
         self.segment, self.offset = chunk.segment, chunk.end
         self.ack.save(self.segment, self.offset)
+        self._settle()
+
+    def rewind(self) -> None:
+        """A delivery failed: read again from the acknowledged position."""
+        self.read = (self.segment, self.offset)
+
+    def _settle(self) -> None:
+        """Move the acknowledged position past finished segments it covers entirely; delete them."""
+        while self.segment in self.passed and self.offset >= self.passed[self.segment]:
+            done = self.segment
+            del self.passed[done]
+            self.segment, self.offset = done + 1, 0
+            self.ack.save(self.segment, self.offset)
+            self._delete(self.sub.path / segment_name(done))
 
     def caught_up(self, target: tuple[int, int]) -> bool:
         return (self.segment, self.offset) >= target
@@ -101,6 +128,9 @@ class Shipper:
         self.wake = threading.Event()
         self.progress = threading.Condition()
         self.thread = threading.Thread(target=self._run, name="voxtrail-shipper", daemon=True)
+        self._delivery = ThreadPoolExecutor(1, thread_name_prefix="voxtrail-delivery")
+        self._in_flight: tuple[Drain, Chunk, Future] | None = None
+        self._backoff = 0.0
 
     def start(self) -> None:
         self._adopt()  # before the first record, so that flush() covers what dead processes left
@@ -126,34 +156,69 @@ class Shipper:
         return True
 
     def _run(self) -> None:
-        backoff = 0.0
         next_sync = time.monotonic()
-        while not self.stop_event.is_set():
-            now = time.monotonic()
-            if self.fsync_interval is not None and now >= next_sync:
-                self.own.writer.sync()
-                next_sync = now + self.fsync_interval
-            if now >= self._next_adopt:
-                self._adopt()
-                self._next_adopt = now + self.adopt_interval
-            try:
-                shipped = self._ship_once()
-            except Retry as exc:
-                backoff = min(self.max_backoff, backoff * 2 or FIRST_BACKOFF)
-                self.stats.failed(str(exc), backoff)
-                self.stop_event.wait(backoff)
-                continue
-            except Exception as exc:  # noqa: BLE001 - a bug must not kill the thread: events stay spooled
-                backoff = min(self.max_backoff, backoff * 2 or FIRST_BACKOFF)
-                log.exception("voxtrail: shipping failed unexpectedly; retrying in %.1f s", backoff)
-                self.stats.failed(f"{type(exc).__name__}: {exc}", backoff, warn=False)
-                self.stop_event.wait(backoff)
-                continue
-            backoff = 0.0
-            if not shipped:
-                self.wake.wait(self.idle_wait)
-                self.wake.clear()
-        self.transport.close()
+        try:
+            while not self.stop_event.is_set():
+                now = time.monotonic()
+                if self.fsync_interval is not None and now >= next_sync:
+                    self.own.writer.sync()
+                    next_sync = now + self.fsync_interval
+                if now >= self._next_adopt:
+                    self._adopt()
+                    self._next_adopt = now + self.adopt_interval
+                if not self._step():
+                    self.wake.wait(self.idle_wait)
+                    self.wake.clear()
+            self._settle_in_flight()  # the batch being written: wait for its outcome
+        finally:
+            self._delivery.shutdown(wait=True)
+            self.transport.close()
+
+    def _step(self) -> bool:
+        """Prepare the next batch while the previous one is delivered; False when idle."""
+        try:
+            work = self._next_work()
+            prepared = self.transport.prepare(self._batch(*work)) if work else None
+        except Exception as exc:  # noqa: BLE001 - a bug must not kill the thread: events stay spooled
+            log.exception("voxtrail: preparing a batch failed unexpectedly")
+            if self._settle_in_flight():
+                self._failed(f"{type(exc).__name__}: {exc}", warn=False)
+            return True
+        if not self._settle_in_flight():
+            return True  # failed: reading was rewound, what was prepared is dropped
+        if work is None:
+            return False
+        drain, chunk = work
+        self._in_flight = (drain, chunk, self._delivery.submit(self.transport.deliver, prepared))
+        return True
+
+    def _settle_in_flight(self) -> bool:
+        """Wait for the batch in flight; commit it, or rewind and back off. True unless it failed."""
+        if self._in_flight is None:
+            return True
+        drain, chunk, future = self._in_flight
+        self._in_flight = None
+        try:
+            done = future.result()
+        except Retry as exc:
+            self._failed(str(exc))
+            return False
+        except Exception as exc:  # noqa: BLE001 - a bug must not kill the thread: events stay spooled
+            log.exception("voxtrail: shipping failed unexpectedly")
+            self._failed(f"{type(exc).__name__}: {exc}", warn=False)
+            return False
+        self._backoff = 0.0
+        drain.commit(chunk)
+        self.stats.delivered(len(chunk.payloads), done)
+        self._notify()
+        return True
+
+    def _failed(self, message: str, warn: bool = True) -> None:
+        for drain in (self.own, *self.orphans):
+            drain.rewind()
+        self._backoff = min(self.max_backoff, self._backoff * 2 or FIRST_BACKOFF)
+        self.stats.failed(message, self._backoff, warn=warn)
+        self.stop_event.wait(self._backoff)
 
     def _adopt(self) -> None:
         own = {self.own.sub.name, *(d.sub.name for d in self.orphans)}
@@ -162,30 +227,26 @@ class Shipper:
             self.orphans.append(Drain(sub, None, self.durable, self.stats))
             self.stats.add(adopted=1)
 
-    def _ship_once(self) -> bool:
-        """Send one batch (from an adopted sub-spool first); False when there was nothing to send."""
+    def _next_work(self) -> tuple[Drain, Chunk] | None:
+        """The next chunk to ship: from adopted sub-spools first (oldest events), then our own."""
         for drain in list(self.orphans):
             chunk = drain.next_chunk(self.batch_size)
-            if chunk is None:
-                if drain.empty():
-                    drain.sub.remove()
-                    self.orphans.remove(drain)
-                continue
-            self._send(drain, chunk)
-            return True
+            if chunk is not None:
+                return drain, chunk
+            in_flight = self._in_flight is not None and self._in_flight[0] is drain
+            if not in_flight and drain.empty():
+                drain.sub.remove()
+                self.orphans.remove(drain)
         chunk = self.own.next_chunk(self.batch_size)
         self.stats.set(spooled_bytes=self.own.writer.spooled_bytes)
-        with self.progress:
-            self.progress.notify_all()
-        if chunk is None:
-            return False
-        self._send(self.own, chunk)
-        return True
+        self._notify()
+        return (self.own, chunk) if chunk is not None else None
 
-    def _send(self, drain: Drain, chunk: Chunk) -> None:
-        batch = SpoolBatch(f"{drain.sub.name}/{chunk.segment}", chunk.offsets, chunk.payloads)
-        done = self.transport.send(batch)
-        drain.commit(chunk)
-        self.stats.delivered(len(chunk.payloads), done)
+    @staticmethod
+    def _batch(drain: Drain, chunk: Chunk) -> SpoolBatch:
+        return SpoolBatch(f"{drain.sub.name}/{chunk.segment}", chunk.offsets, chunk.payloads)
+
+    def _notify(self) -> None:
         with self.progress:
             self.progress.notify_all()
+

@@ -1,7 +1,8 @@
 """Where the shipper sends spooled events: a database, an HTTP collector, or a Redis stream.
 
-A transport's ``send(batch)`` either delivers the whole batch (returning what happened) or
-raises :class:`Retry`: the shipper keeps the events spooled and tries again later with backoff.
+A transport's ``prepare(batch)`` does the CPU work (in the shipper thread) and ``deliver(prepared)``
+the I/O (in the delivery thread, overlapping the next ``prepare``). ``deliver`` either delivers
+the whole batch (returning what happened) or raises :class:`Retry`: the shipper keeps the events spooled and tries again later with backoff.
 Only the HTTP transport can be told "never" by its server (a 4xx naming a bad event); it sets
 those events aside in ``rejected/`` itself (see :mod:`voxtrail.recorder.http`), so a batch can
 never block the spool forever and nothing is dropped silently.
@@ -11,7 +12,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 import orjson
 
@@ -49,7 +50,9 @@ class Delivered:
 class Transport(Protocol):
     name: str
 
-    def send(self, batch: SpoolBatch) -> Delivered: ...
+    def prepare(self, batch: SpoolBatch) -> Any: ...
+
+    def deliver(self, prepared: Any) -> Delivered: ...
 
     def close(self) -> None: ...
 
@@ -106,17 +109,21 @@ class DatabaseTransport:
                 raise Retry(str(exc)) from exc
         return self._store
 
-    def send(self, batch: SpoolBatch) -> Delivered:
-        from voxtrail.store import StoreError
-
-        store = self._open()
+    def prepare(self, batch: SpoolBatch) -> tuple[EventBatch, str]:
         events = fast_batch(b"\n".join(batch.payloads), "recorder")
         if events is None:
             objs, bad = decode(batch)
             events = to_event_batch(objs, batch.offsets, "recorder")
             events.rejects = bad + events.rejects
+        return events, batch.stream_id
+
+    def deliver(self, prepared: tuple[EventBatch, str]) -> Delivered:
+        from voxtrail.store import StoreError
+
+        events, stream_id = prepared
+        store = self._open()
         try:
-            result = store.write(events, stream_id=batch.stream_id)
+            result = store.write(events, stream_id=stream_id)
         except StoreError as exc:
             self.close()  # reconnect from scratch next time (the server may have restarted)
             raise Retry(str(exc)) from exc
