@@ -134,3 +134,31 @@ def test_permissions_of_existing_spool_are_tightened(tmp_path, sqlite_url):
     os.chmod(spool, 0o755)
     Recorder(db=sqlite_url, spool_dir=spool).close()
     assert stat.S_IMODE(spool.stat().st_mode) == 0o700
+
+
+def test_failures_mid_stream_rewind_without_loss_or_duplicates(tmp_path, sqlite_url):
+    """Every third delivery fails while the next batch is already prepared and segments rotate
+    under the reader: reading rewinds to the acknowledged position, and all events arrive once."""
+    from voxtrail.recorder.transports import Retry
+
+    spool = tmp_path / "spool"
+    rec = Recorder(db=sqlite_url, spool_dir=spool, batch_size=70, segment_bytes=4096, max_backoff=0.01)
+    transport = rec._shipper.transport
+    real_deliver = transport.deliver
+    calls = {"n": 0}
+
+    def flaky(prepared):
+        calls["n"] += 1
+        if calls["n"] % 3 == 0:
+            raise Retry("injected failure")
+        return real_deliver(prepared)
+
+    transport.deliver = flaky
+    ids = [rec.record(text_input=f"t{i}") for i in range(1500)]
+    assert rec.flush(120)
+    stats = rec.stats()
+    rec.close()
+    assert stats["retries"] > 5
+    assert sorted(request_ids(sqlite_url)) == sorted(ids)
+    assert rows(sqlite_url) == 1500
+    assert stats["inserted"] == 1500 and stats["duplicates"] == 0, "a failed batch was never half-delivered"
