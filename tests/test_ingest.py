@@ -22,15 +22,25 @@ def event(i: int, **extra) -> dict:
             "latency_ms": 1000.0 + i, "text_input": "你好" * (i % 5 + 1), "node": "gpu-1", **extra}
 
 
-@pytest.fixture
-def setup(db_url):
-    app = make_app(db_url, max_body=64 * 1024)
+def app_with_tokens(url):
+    """(app, client, ingest token, read token) with a 64 KiB body limit."""
+    app = make_app(url, max_body=64 * 1024)
     engine = app.state.store.engine
     _, ingest = accounts.create_token(engine, "node-1", "ingest")
     _, read = accounts.create_token(engine, "prom", "read")
     with client_for(app) as client:
         yield app, client, ingest, read
     app.state.store.close()
+
+
+@pytest.fixture
+def setup(db_url):
+    yield from app_with_tokens(db_url)
+
+
+@pytest.fixture
+def sqlite_setup(sqlite_url):  # for what does not depend on the database
+    yield from app_with_tokens(sqlite_url)
 
 
 def post(client, token, body, content_type="application/json", **headers):
@@ -77,17 +87,6 @@ def test_duplicate_request_ids_inside_one_batch_store_once(setup):
 def test_empty_batch(setup):
     _, client, token, _ = setup
     assert post(client, token, []).json() == {"received": 0, "inserted": 0, "duplicates": 0}
-
-
-@pytest.fixture
-def sqlite_setup(sqlite_url):
-    app = make_app(sqlite_url, max_body=64 * 1024)
-    engine = app.state.store.engine
-    _, ingest = accounts.create_token(engine, "node-1", "ingest")
-    _, read = accounts.create_token(engine, "prom", "read")
-    with client_for(app) as client:
-        yield app, client, ingest, read
-    app.state.store.close()
 
 
 @pytest.mark.parametrize("body, content_type, index, field, message", [

@@ -9,11 +9,8 @@ from __future__ import annotations
 import click
 
 from voxtrail.cli.common import db_options, opened_store
+from voxtrail.cli.listing import print_listing, utc_text
 from voxtrail.cli.output import fail, print_json
-
-
-def _iso(value) -> str | None:
-    return value.strftime("%Y-%m-%d %H:%M:%S") if value else None
 
 
 @click.group("token")
@@ -53,25 +50,12 @@ def token_list(db, config_file, as_json) -> None:
 
     with opened_store(db, None, config_file) as (store, _):
         tokens = accounts.list_tokens(store.engine)
-    if as_json:
-        print_json([t.as_dict() for t in tokens])
-        return
-    if not tokens:
-        click.echo("no tokens yet: create one with 'voxtrail token create NAME'")
-        return
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(box=None, header_style="bold")
-    for column in ("id", "name", "prefix", "scope", "created (UTC)", "last used (UTC)", "revoked (UTC)"):
-        table.add_column(column, no_wrap=True)
-    for t in tokens:
-        table.add_row(str(t.id), t.name, t.prefix + "…", t.scope, _iso(t.created_at), _iso(t.last_used_at) or "never",
-                      _iso(t.revoked_at) or "")
-    out = Console(highlight=False)
-    if not out.is_terminal:  # a pipe or file: never truncate what scripts read
-        out.width = 200
-    out.print(table)
+    print_listing(
+        tokens, as_json=as_json, empty="no tokens yet: create one with 'voxtrail token create NAME'",
+        columns=("id", "name", "prefix", "scope", "created (UTC)", "last used (UTC)", "revoked (UTC)"),
+        row=lambda t: (str(t.id), t.name, t.prefix + "…", t.scope, utc_text(t.created_at),
+                       utc_text(t.last_used_at) or "never", utc_text(t.revoked_at)),
+    )
 
 
 @token_group.command("revoke")

@@ -11,6 +11,7 @@ import sys
 import click
 
 from voxtrail.cli.common import db_options, opened_store
+from voxtrail.cli.listing import print_listing, utc_text
 from voxtrail.cli.output import fail, print_json
 
 ROLE_CHOICE = click.Choice(["viewer", "auditor", "admin"])
@@ -119,22 +120,8 @@ def user_list(db, config_file, as_json) -> None:
 
     with opened_store(db, None, config_file) as (store, _):
         users = accounts.list_users(store.engine)
-    if as_json:
-        print_json([u.as_dict() for u in users])
-        return
-    if not users:
-        click.echo("no users yet: add one with 'voxtrail user add NAME --role admin'")
-        return
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(box=None, header_style="bold")
-    for column in ("name", "role", "created (UTC)", "password changed (UTC)", "failed logins"):
-        table.add_column(column, no_wrap=True)
-    for u in users:
-        table.add_row(u.name, u.role, str(u.created_at)[:19], str(u.password_changed_at or "")[:19],
-                      str(u.failed_logins))
-    out = Console(highlight=False)
-    if not out.is_terminal:  # a pipe or file: never truncate what scripts read
-        out.width = 200
-    out.print(table)
+    print_listing(
+        users, as_json=as_json, empty="no users yet: add one with 'voxtrail user add NAME --role admin'",
+        columns=("name", "role", "created (UTC)", "password changed (UTC)", "failed logins"),
+        row=lambda u: (u.name, u.role, utc_text(u.created_at), utc_text(u.password_changed_at), str(u.failed_logins)),
+    )
