@@ -141,6 +141,8 @@ def test_content_type_and_size(sqlite_setup):
     for content_type in ("text/plain", "application/xml", ""):
         response = post(client, token, body, content_type)
         assert response.status_code == 415 and "application/x-ndjson" in response.json()["error"]
+    gzipped = post(client, token, body, **{"Content-Encoding": "gzip"})
+    assert gzipped.status_code == 415 and "uncompressed" in gzipped.json()["error"]
     big = orjson.dumps([event(i, text_input="x" * 1000) for i in range(100)])
     assert len(big) > 64 * 1024
     too_large = post(client, token, big)

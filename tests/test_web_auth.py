@@ -115,6 +115,23 @@ def test_logout_ends_the_session(app):
         assert client.get("/admin").status_code == 303
 
 
+def test_a_login_never_keeps_a_planted_session_id(app):
+    add_user(app, "alice", "admin")
+    with client_for(app) as planted, client_for(app) as victim:
+        login(planted, "alice")
+        raw = planted.cookies.get("voxtrail_session")
+        form = victim.get("/login")
+        domain = next(c.domain for c in planted.cookies.jar if c.name == "voxtrail_session")
+        victim.cookies.set("voxtrail_session", raw, domain=domain)  # e.g. set by a sibling subdomain
+        response = victim.post("/login", data={"username": "alice", "password": PASSWORD,
+                                               "csrf_token": csrf_of(form.text)})
+        assert response.status_code == 303
+        assert victim.cookies.get("voxtrail_session") not in (None, raw)
+        assert planted.get("/admin").status_code == 303  # the planted id no longer works
+        assert victim.get("/admin").status_code == 200
+        assert accounts.count_sessions(app.state.store.engine) == 1
+
+
 def test_idle_and_expired_sessions_send_to_login(app):
     add_user(app, "alice", "admin")
     with client_for(app) as client:

@@ -166,6 +166,9 @@ def login(request: Request, username: str = Form(""), password: str = Form(""), 
         return _login_page(request, status_code=401, error=LOGIN_FAILED, username=username, next_url=next_url)
     throttle.succeeded(username)
     settings = settings_of(request)
+    previous = request.cookies.get(SESSION_COOKIE)
+    if previous:  # a new id at every login (no session fixation); the old one ends
+        accounts.delete_session(engine, previous)
     accounts.purge_sessions(engine, settings.session_idle_timeout)
     raw, _ = accounts.create_session(engine, user.id, settings.session_lifetime)
     response = RedirectResponse(next_url, status_code=303)

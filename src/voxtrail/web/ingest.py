@@ -108,6 +108,9 @@ def store_objects(request: Request, body: bytes, kind: str) -> dict[str, int]:
 
 @router.post("/api/v1/events")
 async def ingest_events(request: Request, token: Token = Depends(require_token("ingest"))) -> JSONResponse:
+    encoding = request.headers.get("content-encoding", "identity").strip().lower()
+    if encoding != "identity":
+        return BadBody(415, f"unsupported content encoding {encoding!r}: send the body uncompressed").response()
     kind = media_type(request)
     if kind in JSON_TYPES:
         kind = "json"
