@@ -23,9 +23,8 @@ import orjson
 
 from voxtrail.event import Reject
 from voxtrail.recorder.columnar import fast_batch
-from voxtrail.sources.records import batch_from_objects
+from voxtrail.recorder.transports import to_event_batch
 from voxtrail.store import Store, StoreError
-from voxtrail.transforms import apply, default_chain
 
 log = logging.getLogger("voxtrail.collect")
 
@@ -86,11 +85,9 @@ def entries_to_batch(entries: list[tuple[bytes, dict]]):
                 offsets.append(_entry_offset(entry_id, i))
             except orjson.JSONDecodeError as exc:
                 bad.append(Reject(_entry_offset(entry_id, i), f"redis: invalid JSON: {exc}", line[:200]))
-    batch = batch_from_objects(objs, source="redis", on_invalid="reject", offsets=offsets)
-    if batch.frame.height == 0 and "source" in batch.frame.columns:
-        batch.frame = batch.frame.drop("source")  # no events: the constant alone says it
+    batch = to_event_batch(objs, offsets, "redis")
     batch.rejects = bad + batch.rejects
-    return apply(default_chain(), batch)
+    return batch
 
 
 class StreamCollector:
