@@ -162,3 +162,16 @@ def test_failures_mid_stream_rewind_without_loss_or_duplicates(tmp_path, sqlite_
     assert sorted(request_ids(sqlite_url)) == sorted(ids)
     assert rows(sqlite_url) == 1500
     assert stats["inserted"] == 1500 and stats["duplicates"] == 0, "a failed batch was never half-delivered"
+
+
+def test_delivered_events_free_the_bound(tmp_path, sqlite_url):
+    """Shipped segments are deleted, so a small bound holds only what is not delivered yet."""
+    rec = Recorder(db=sqlite_url, spool_dir=tmp_path / "spool", max_spool_bytes=60_000)
+    for _ in range(10):
+        for _ in range(200):  # ~30 KB
+            rec.record(text_input="x" * 50)
+        assert rec.flush(30)
+    stats = rec.stats()
+    rec.close()
+    assert stats["dropped"] == 0 and stats["recorded"] == 2000
+    assert rows(sqlite_url) == 2000

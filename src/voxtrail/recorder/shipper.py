@@ -166,7 +166,13 @@ class Shipper:
                 if now >= self._next_adopt:
                     self._adopt()
                     self._next_adopt = now + self.adopt_interval
-                if not self._step():
+                try:
+                    busy = self._step()
+                except Exception as exc:  # noqa: BLE001 - e.g. the spool's disk failing: keep trying
+                    log.exception("voxtrail: the shipper hit an unexpected error")
+                    self._failed(f"{type(exc).__name__}: {exc}", warn=False)
+                    continue
+                if not busy:
                     self.wake.wait(self.idle_wait)
                     self.wake.clear()
             self._settle_in_flight()  # the batch being written: wait for its outcome

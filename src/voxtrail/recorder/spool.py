@@ -157,7 +157,9 @@ class SpoolWriter:
             raise ValueError(f"fsync must be one of {', '.join(FSYNC_POLICIES)}, got {fsync!r}")
         self.sub = sub
         self.fsync = fsync
-        self.segment_bytes = segment_bytes
+        # Only finished segments are deleted once shipped: keep them small next to the bound,
+        # so that a spool whose events are all delivered never looks full.
+        self.segment_bytes = max(1, min(segment_bytes, max_bytes // 4))
         self.max_bytes = max_bytes
         self.lock = threading.Lock()
         self.segment = 0
@@ -165,19 +167,29 @@ class SpoolWriter:
         self.end = 0  # bytes of the current segment that are complete frames
         self.spooled_bytes = sub.size()
         self.dirty = False
+        self.retired: list[int] = []  # finished segments' fds, for the next sync() to flush and close
         self.frames = 0  # appended by this writer
         self._open_segment(1)
+        if fsync != "never":
+            _fsync_dir(sub.path)
 
     def _open_segment(self, number: int) -> None:
         path = self.sub.path / segment_name(number)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_EXCL, 0o600)
-        if self.fsync != "never":
+        old, self.fd, self.segment, self.end = self.fd, fd, number, 0
+        if self.fsync == "always":
             _fsync_dir(self.sub.path)
-        if self.fd >= 0:
-            if self.fsync != "never":
-                os.fsync(self.fd)  # the finished segment is durable before the next begins
-            os.close(self.fd)
-        self.fd, self.segment, self.end = fd, number, 0
+            if old >= 0:
+                os.fsync(old)
+                os.close(old)
+        elif old >= 0:
+            # "interval": the background sync makes the finished segment and the new directory
+            # entry durable, so that the caller never waits on a disk flush; "never": close now.
+            if self.fsync == "interval":
+                self.retired.append(old)
+                self.dirty = True
+            else:
+                os.close(old)
 
     def append(self, payload: bytes) -> None:
         """Write one frame; raises :class:`SpoolFull` at the bound (nothing written)."""
@@ -210,7 +222,12 @@ class SpoolWriter:
             if not self.dirty or self.fd < 0:
                 return
             self.dirty = False
-            fd = self.fd
+            fd, retired, self.retired = self.fd, self.retired, []
+        for old in retired:
+            os.fsync(old)
+            os.close(old)
+        if retired:
+            _fsync_dir(self.sub.path)
         os.fdatasync(fd)
 
     def forget(self, nbytes: int) -> None:
@@ -218,6 +235,7 @@ class SpoolWriter:
             self.spooled_bytes -= nbytes
 
     def close(self) -> None:
+        self.sync()
         with self.lock:
             if self.fd >= 0:
                 if self.fsync != "never":
