@@ -53,6 +53,7 @@ from typing import Any, Callable, Iterable
 import sqlalchemy as sa
 
 from voxtrail.query import panels_dims, panels_latency, panels_time
+from voxtrail.query.buckets import auto_unit
 from voxtrail.query.filters import Filters
 from voxtrail.query.reads import Reader
 from voxtrail.query.stats import clean
@@ -122,6 +123,9 @@ def dashboard(store: Any, filters: Filters, names: Iterable[str] | None = None) 
         raise ValueError(f"unknown panel(s): {', '.join(unknown)} (known: {', '.join(PANELS)})")
     with _connection(store) as conn:
         reader = Reader(conn, filters)
+        if not isinstance(store, sa.Connection) and len(wanted) > 2:
+            engine = store if isinstance(store, sa.Engine) else store.engine
+            reader.prefetch(engine, _questions(filters, wanted))
         panels = {name: _finish(PANELS[name].compute(reader)) for name in wanted}
     return {
         "filters": filters.to_params(),
@@ -130,6 +134,24 @@ def dashboard(store: Any, filters: Filters, names: Iterable[str] | None = None) 
         "tz": filters.tz,
         "panels": panels,
     }
+
+
+def _questions(filters: Filters, names: list[str]) -> list[tuple]:
+    """The rollup reads the named panels will ask for, heaviest first (to prefetch them)."""
+    unit = auto_unit(filters)
+    wanted = set(names)
+    plan = [
+        ({"summary", "percentiles"}, ("latency", (), unit)),
+        ({"by_node"}, ("latency", ("node",), None)),
+        ({"by_model"}, ("latency", ("model", "model_version"), None)),
+        ({"hourly", "heatmap"}, ("measures", ("status",), "hour")),
+        ({"summary", "failure_rate", "rtf_audio", "stages"}, ("measures", ("status",), unit)),
+        ({"daily"}, ("measures", ("status",), "day")),
+        ({"by_emotion", "by_node", "by_model"}, ("measures", panels_dims.GROUPS, None)),
+        ({"by_text_length"}, ("measures", ("status", "length_bucket"), None)),
+        ({"errors"}, ("errors", (), None)),
+    ]
+    return [question for panels, question in plan if panels & wanted]
 
 
 def filter_options(store: Any, filters: Filters) -> dict[str, list[str]]:

@@ -17,7 +17,13 @@ WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 
 
 def over_time(reader: Reader, unit: str) -> pl.DataFrame:
-    """One row per bucket of the view (zeros where nothing happened), every measure summed."""
+    """One row per bucket of the view (zeros where nothing happened), every measure summed.
+
+    Computed once per view and unit: five panels draw from it."""
+    return reader.derived(("over_time", unit), lambda: _over_time(reader, unit))
+
+
+def _over_time(reader: Reader, unit: str) -> pl.DataFrame:
     frame = collapse_status(reader.measures(("status",), unit), ["bucket"], ROLLUP_MEASURES)
     keys = pl.DataFrame({"bucket": all_buckets(reader.filters, unit)}, schema={"bucket": pl.Int64})
     frame = keys.join(frame, on="bucket", how="left").with_columns(

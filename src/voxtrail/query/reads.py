@@ -19,7 +19,7 @@ from typing import Any
 import polars as pl
 import sqlalchemy as sa
 
-from voxtrail.query.buckets import day_bucket, hour_range, is_utc_days
+from voxtrail.query.buckets import auto_unit, day_bucket, hour_range, is_utc_days
 from voxtrail.query.filters import Filters
 from voxtrail.store.rollups import epoch_hour, event_dimension, latency_bin
 from voxtrail.store.schema import (
@@ -103,6 +103,36 @@ class Reader:
         """Columns: ``error_type``, ``message_prefix``, ``calls`` (failed calls only)."""
         return self._ask("errors", (), None)
 
+    def prefetch(self, engine: sa.Engine, questions: list[tuple], workers: int = 2) -> None:
+        """Answer ``questions`` ((kind, dims, unit) tuples) on ``workers`` extra connections at once.
+
+        The database does the work of each question without holding the GIL (sqlite3, psycopg
+        and pymysql all release it while waiting), so on a multi-core server the panels' reads
+        overlap instead of queueing.
+        """
+        from concurrent.futures import ThreadPoolExecutor
+
+        # Raw-event answers share one scan (``_from_raw``): leave them to the panels.
+        todo = [q for q in dict.fromkeys(questions) if q not in self._memo and not self.needs_raw(q[0], q[1])]
+        if len(todo) < 2:
+            return
+
+        def answer_all(chunk: list[tuple]) -> list[tuple[tuple, pl.DataFrame]]:
+            with engine.connect() as conn:
+                reader = Reader(conn, self.filters)
+                return [(q, reader._answer(*q)) for q in chunk]
+
+        chunks = [todo[i::workers] for i in range(workers)]
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            for results in pool.map(answer_all, [c for c in chunks if c]):
+                self._memo.update(results)
+
+    def derived(self, key: tuple, compute):
+        """A figure computed from the answers, kept for the other panels of this view."""
+        if key not in self._memo:
+            self._memo[key] = compute()
+        return self._memo[key]
+
     # -- machinery -------------------------------------------------------------------------------
     def _ask(self, kind: str, dims: tuple[str, ...], unit: str | None) -> pl.DataFrame:
         key = (kind, dims, unit)
@@ -126,8 +156,8 @@ class Reader:
         family = _family(kind, needed)
         first, end = hour_range(f)
         parts: list[tuple[str | None, int, int]] = []  # (table, first key, end key) in its grain
-        if family is None:
-            parts.append((None, first, end))
+        if family is None:  # latency with a filter no histogram has: one raw scan serves them all
+            return self._from_raw(dims, unit)
         elif family.daily and (unit is None or (unit == "day" and is_utc_days(f))) and -(-first // 24) < end // 24:
             d0, d1 = -(-first // 24), end // 24
             parts.append((family.daily, d0, d1))
@@ -186,6 +216,22 @@ class Reader:
         if not cols and (not rows or rows[0][0] is None):
             return self._empty(kind, dims, unit)
         return _frame(rows, list(result.keys()))
+
+    def _from_raw(self, dims: tuple[str, ...], unit: str | None) -> pl.DataFrame:
+        """A latency answer cut from one raw histogram per view (per node and model version)."""
+        scan_unit = unit or auto_unit(self.filters)
+        scan_dims = tuple(dict.fromkeys(("node", "model", "model_version", *dims)))
+        key = ("raw_latency", scan_dims, scan_unit)
+        if key not in self._memo:
+            first, end = hour_range(self.filters)
+            self._memo[key] = self._read_raw(first, end, scan_dims, scan_unit)
+        raw = self._memo[key]
+        keys = (["bucket"] if unit else []) + [*dims, "bin"]
+        return raw.group_by(keys, maintain_order=True).agg(pl.col("calls").sum())
+
+    def needs_raw(self, kind: str, dims: tuple[str, ...]) -> bool:
+        needed = set(self.filters.active()) | set(dims)
+        return kind == "latency" and _family(kind, needed) is None
 
     def _read_raw(self, first: int, end: int, dims, unit) -> pl.DataFrame:
         """Latency histogram straight from tts_events (filters no histogram family covers)."""

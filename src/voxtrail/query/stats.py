@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import polars as pl
 
-from voxtrail.store.rollups import GAMMA, ZERO_BIN
+from voxtrail.store.rollups import bin_value
 
 PERCENTILES = {"p50": 0.50, "p90": 0.90, "p95": 0.95, "p99": 0.99}
 DIGITS = {"ms": 1, "%": 2, "x": 3, "s": 2}
@@ -36,32 +37,26 @@ def collapse_status(frame: pl.DataFrame, by: list[str], measures: tuple[str, ...
     )
 
 
-def bin_values(bins: pl.Expr) -> pl.Expr:
-    """The value each histogram bin stands for (within 1 % of every value in it)."""
-    estimate = (pl.lit(GAMMA).log() * bins.cast(pl.Float64)).exp() * (2 * GAMMA / (1 + GAMMA))
-    return pl.when(bins == ZERO_BIN).then(0.0).otherwise(estimate)
-
-
 def percentiles(hist: pl.DataFrame, by: list[str], which: dict[str, float] = PERCENTILES) -> pl.DataFrame:
     """Nearest-rank percentiles (value at rank ceil(p * n)) per group of a latency histogram."""
+    schema = {**{b: hist.schema[b] for b in by}, **{k: pl.Float64 for k in which}}
     if hist.height == 0:
-        return pl.DataFrame(schema={**{b: hist.schema[b] for b in by}, **{k: pl.Float64 for k in which}})
-    counts = hist.group_by([*by, "bin"]).agg(pl.col("calls").sum()) if by else \
-        hist.group_by("bin").agg(pl.col("calls").sum())
-    counts = counts.sort([*by, "bin"])
-    over = by or None
-    cum = pl.col("calls").cum_sum().over(over) if over else pl.col("calls").cum_sum()
-    total = pl.col("calls").sum().over(over) if over else pl.col("calls").sum()
-    counts = counts.with_columns(cum.alias("cum"), total.alias("total"))
-    out = None
-    for name, p in which.items():
-        rank = (pl.col("total") * p).ceil()
-        picked = counts.filter(pl.col("cum") >= rank)
-        picked = (picked.group_by(by, maintain_order=True).agg(pl.col("bin").first()) if by
-                  else picked.select(pl.col("bin").first()))
-        picked = picked.with_columns(bin_values(pl.col("bin")).round(DIGITS["ms"]).alias(name)).drop("bin")
-        out = picked if out is None else (out.join(picked, on=by, how="left") if by else pl.concat([out, picked], how="horizontal"))
-    return out
+        return pl.DataFrame(schema=schema)
+    counts = hist.group_by([*by, "bin"]).agg(pl.col("calls").sum()).sort([*by, "bin"])
+    bins = counts["bin"].to_numpy()
+    cum_all = counts["calls"].to_numpy().astype(np.int64)
+    if by:
+        groups = counts.with_row_index("i").group_by(by, maintain_order=True).agg(
+            pl.col("i").first().alias("start"), pl.len().alias("n"))
+        spans = [(tuple(r[:-2]), r[-2], r[-1]) for r in groups.rows()]
+    else:
+        spans = [((), 0, counts.height)]
+    rows = []
+    for key, start, n in spans:
+        cum = np.cumsum(cum_all[start:start + n])
+        picked = [bins[start + int(np.searchsorted(cum, math.ceil(p * cum[-1])))] for p in which.values()]
+        rows.append((*key, *(round(bin_value(int(b)), DIGITS["ms"]) for b in picked)))
+    return pl.DataFrame(rows, schema=schema, orient="row")
 
 
 def clean(value):
