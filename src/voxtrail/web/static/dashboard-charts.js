@@ -320,11 +320,53 @@ function drawTiles(root, summary) {
   }
 }
 
+// --- exact figures under the side-by-side panels ----------------------------------------------
+
+const HEADINGS = {
+  node: "Node", model: "Model", model_version: "Version", error_type: "Error type", message: "Message",
+  calls: "Calls", share: "Share of failures", success_rate: "Success", mean_latency: "Mean latency",
+  p50_latency: "p50", p95_latency: "p95", mean_rtf: "RTF",
+};
+
+function byUnit(value, unit) {
+  switch (unit) {
+    case "calls": return fmt.count(value);
+    case "%": return value === null || value === undefined ? "–" : fmt.percent(value / 100);
+    case "ms": return fmt.duration(value);
+    case "s": return value === null || value === undefined ? "–" : fmt.duration(value * 1000);
+    case "x": return fmt.factor(value);
+    default: return label(value, "–");
+  }
+}
+
+function drawTable(container, panel) {
+  const table = document.createElement("table");
+  table.className = "vx-table";
+  const head = table.createTHead().insertRow();
+  for (const name of panel.columns) {
+    const th = document.createElement("th");
+    th.textContent = HEADINGS[name] || name;
+    if (panel.units[name]) th.className = "vx-num";
+    head.append(th);
+  }
+  const body = table.createTBody();
+  for (const row of panel.rows) {
+    const tr = body.insertRow();
+    panel.columns.forEach((name, i) => {
+      const td = tr.insertCell();
+      td.textContent = byUnit(row[i], panel.units[name]);
+      if (panel.units[name]) td.className = "vx-num";
+    });
+  }
+  container.replaceChildren(table);
+}
+
 // --- the whole dashboard -------------------------------------------------------------------------
 
 function showPanel(figure, message) {
   const plot = figure.querySelector(".vx-plot");
   const empty = figure.querySelector(".vx-panel-empty");
+  figure.querySelector(".vx-panel-table")?.replaceChildren();
   plot.removeAttribute("aria-busy");
   if (message) {
     window.Plotly.purge(plot);
@@ -361,6 +403,8 @@ export function drawDashboard(root, data) {
     showPanel(figure, null);
     const plot = figure.querySelector(".vx-plot");
     window.Plotly.react(plot, chart.data, chart.layout, CONFIG);
+    const table = figure.querySelector(".vx-panel-table");
+    if (table) drawTable(table, panel);
   }
   return Boolean(anything);
 }
