@@ -13,6 +13,9 @@ from argon2 import PasswordHasher
 
 from voxtrail.store import Store, accounts
 from voxtrail.store.schema import api_tokens, users, web_sessions
+from web_support import fast_password_hashing  # noqa: F401 - fixture
+
+pytestmark = pytest.mark.usefixtures("fast_password_hashing")
 
 PASSWORD = "correct horse battery"
 
@@ -72,7 +75,8 @@ def test_weak_parameters_are_rehashed_at_login(store):
     assert accounts.authenticate(e, "alice", PASSWORD) is not None
     with e.connect() as conn:
         rehashed = conn.execute(sa.select(users.c.password_hash)).scalar_one()
-    assert rehashed != weak and not PasswordHasher().check_needs_rehash(rehashed)
+    assert rehashed != weak and not accounts._hasher.check_needs_rehash(rehashed)
+    assert accounts.authenticate(e, "alice", PASSWORD) is not None  # and it still opens
 
 
 def test_password_change_and_removal_end_sessions(store):
@@ -177,6 +181,9 @@ def test_user_commands(sqlite_url):
     assert added.returncode == 0, added.stderr
     assert json.loads(added.stdout)["role"] == "admin"
     assert PASSWORD not in added.stdout + added.stderr
+    with Store.open(sqlite_url) as s, s.engine.connect() as conn:
+        stored = conn.execute(sa.select(users.c.password_hash)).scalar_one()
+    assert not PasswordHasher().check_needs_rehash(stored)  # argon2-cffi's current defaults
     assert voxtrail("user", "add", "bob", "--role", "viewer", "--password-stdin", *db, stdin=PASSWORD).returncode == 0
     listed = json.loads(voxtrail("user", "list", "--json", *db).stdout)
     assert [(u["name"], u["role"]) for u in listed] == [("alice", "admin"), ("bob", "viewer")]
@@ -219,7 +226,8 @@ def test_token_commands(sqlite_url):
     assert plain.stdout.strip().startswith("vxt_") and "shown only now" in plain.stderr
     listed = voxtrail("token", "list", "--json", *db)
     tokens = json.loads(listed.stdout)
-    assert [(t["name"], t["scope"], t["active"]) for t in tokens] == [("node-1", "ingest", True), ("prom", "read", True)]
+    assert [(t["name"], t["scope"], t["active"]) for t in tokens] == [
+        ("node-1", "ingest", True), ("prom", "read", True)]
     assert secret not in listed.stdout and plain.stdout.strip() not in listed.stdout
     assert all(t["last_used_at"] is None for t in tokens)
     assert voxtrail("token", "revoke", str(info["id"]), *db).returncode == 0

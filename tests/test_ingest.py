@@ -14,7 +14,9 @@ from starlette.requests import Request
 from voxtrail.store import Store, accounts
 from voxtrail.store.schema import tts_events, tts_rejects
 from voxtrail.web.ingest import BadBody, read_limited
-from web_support import Server, client_for, make_app
+from web_support import Server, client_for, fast_password_hashing, make_app  # noqa: F401 - fixture
+
+pytestmark = pytest.mark.usefixtures("fast_password_hashing")
 
 
 def event(i: int, **extra) -> dict:

@@ -10,7 +10,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from voxtrail.query.prometheus import LATENCY_BUCKETS_SECONDS, RunningTotals, series_totals
 from voxtrail.store.schema import tts_events
 from voxtrail.store import accounts
-from web_support import client_for, login, make_app, add_user
+from web_support import add_user, client_for, fast_password_hashing, login, make_app  # noqa: F401 - fixture
+
+pytestmark = pytest.mark.usefixtures("fast_password_hashing")
 
 EVENTS = [
     # node, model, emotion, status, latency_ms

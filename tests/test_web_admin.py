@@ -7,7 +7,9 @@ import re
 import pytest
 
 from voxtrail.store import accounts
-from web_support import PASSWORD, add_user, client_for, csrf_of, login, make_app
+from web_support import PASSWORD, add_user, client_for, csrf_of, fast_password_hashing, login, make_app  # noqa: F401
+
+pytestmark = pytest.mark.usefixtures("fast_password_hashing")
 
 
 def logged_in_admin(url):

@@ -14,7 +14,9 @@ from voxtrail.store.schema import web_sessions
 from voxtrail.web.app import PUBLIC_PATHS, ROUTER_MODULES
 from voxtrail.web.auth import CurrentUser, require_user
 from voxtrail.web.throttle import LoginThrottle, Throttle
-from web_support import PASSWORD, add_user, client_for, csrf_of, login, make_app
+from web_support import PASSWORD, add_user, client_for, csrf_of, fast_password_hashing, login, make_app  # noqa: F401
+
+pytestmark = pytest.mark.usefixtures("fast_password_hashing")
 
 
 class FakeClock:

@@ -11,6 +11,8 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
+from argon2 import PasswordHasher
 from fastapi.testclient import TestClient
 
 from voxtrail.store import Store, accounts
@@ -21,6 +23,16 @@ from voxtrail.web.settings import WebSettings
 PLATFORM_ROUTERS = ("voxtrail.web.auth", "voxtrail.web.admin", "voxtrail.web.ingest", "voxtrail.web.metrics")
 PASSWORD = "correct horse battery"
 _CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
+
+
+@pytest.fixture
+def fast_password_hashing(monkeypatch):
+    """Cheap Argon2 parameters for in-process tests: each default hash costs ~0.1-0.5 s, and the
+    tests hash hundreds of times. Subprocess tests (the CLI, `voxtrail serve`) keep the real ones."""
+    monkeypatch.setattr(accounts, "_hasher", PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1))
+    accounts._dummy_hash.cache_clear()
+    yield
+    accounts._dummy_hash.cache_clear()
 
 
 def make_app(db_url: str, routers=PLATFORM_ROUTERS, **settings):

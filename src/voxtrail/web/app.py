@@ -86,8 +86,10 @@ def included_routers(modules: tuple[str, ...] = ROUTER_MODULES) -> list:
 
 
 def wants_json(request: Request) -> bool:
-    return request.url.path.startswith("/api/") or request.url.path == "/metrics" or (
-        "application/json" in request.headers.get("accept", "") and "text/html" not in request.headers.get("accept", ""))
+    """APIs (and clients that ask for JSON only) get JSON errors; browsers get pages."""
+    accept = request.headers.get("accept", "")
+    return (request.url.path.startswith("/api/") or request.url.path == "/metrics"
+            or ("application/json" in accept and "text/html" not in accept))
 
 
 def error_response(request: Request, status: int, message: str, headers: dict[str, str] | None = None) -> Response:
