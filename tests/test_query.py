@@ -177,3 +177,16 @@ def test_single_panel_and_unknown_panel(store):
     assert panel["rows"][0][0] == "happy"
     with pytest.raises(ValueError, match="unknown panel"):
         dashboard(store, RANGE, ["nope"])
+
+
+def test_emotion_filter_with_partial_days(store):
+    """Daily emotion histograms plus raw events for the partial days at both ends."""
+    f = Filters(since=DAY1 + timedelta(hours=9, minutes=10), until=DAY1 + timedelta(days=2, hours=1),
+                emotion=("happy", "sad"))
+    p = dashboard(store, f, ["summary", "by_node"])["panels"]
+    (s,) = rows(p["summary"])
+    # Day 1 from 09:00 (raw events): r1..r4; day 2 whole (daily histogram): r6, r7. 100..400, 600, 700.
+    assert s["calls"] == 6 and s["p50_latency"] == pytest.approx(300, rel=0.01)
+    f = Filters(since=DAY1, until=DAY1 + timedelta(days=2), emotion=("happy",), node=("n1",))
+    (s,) = rows(dashboard(store, f, ["summary"])["panels"]["summary"])
+    assert s["calls"] == 3 and s["p50_latency"] == pytest.approx(600, rel=0.01)  # 100, 600, 700

@@ -14,6 +14,7 @@ are answered from ``tts_events`` with the same bins, over the view's time range 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import Any
 
 import polars as pl
@@ -37,7 +38,7 @@ MEASURE_COLUMNS = ("calls", *(f"{m}_{part}" for m in ROLLUP_MEASURES for part in
 @dataclass(frozen=True)
 class Family:
     dims: tuple[str, ...]
-    hourly: str
+    hourly: str | None  # None: daily only; the hours at either end of a view come from raw events
     daily: str | None = None
 
 
@@ -53,6 +54,8 @@ FAMILIES: dict[str, tuple[Family, ...]] = {
         Family(("node", "status"), "voxtrail_latency_hourly_node", "voxtrail_latency_daily_node"),
         Family(("model", "model_version", "status"), "voxtrail_latency_hourly_model", "voxtrail_latency_daily_model"),
         Family(("node", "model", "model_version", "status"), "voxtrail_latency_hourly", "voxtrail_latency_daily"),
+        # Emotion filters: per day only (an hourly table would hold millions of rows).
+        Family(("node", "emotion", "status"), None, "voxtrail_latency_daily_emotion"),
     ),
     "errors": (
         Family((), "voxtrail_errors_hourly_totals"),
@@ -61,9 +64,9 @@ FAMILIES: dict[str, tuple[Family, ...]] = {
 }
 
 
-def _family(kind: str, needed: set[str]) -> Family | None:
+def _family(kind: str, needed: set[str], daily_ok: bool = True) -> Family | None:
     for family in FAMILIES[kind]:
-        if needed <= set(family.dims):
+        if needed <= set(family.dims) and (family.hourly or daily_ok):
             return family
     return None
 
@@ -113,7 +116,7 @@ class Reader:
         from concurrent.futures import ThreadPoolExecutor
 
         # Raw-event answers share one scan (``_from_raw``): leave them to the panels.
-        todo = [q for q in dict.fromkeys(questions) if q not in self._memo and not self.needs_raw(q[0], q[1])]
+        todo = [q for q in dict.fromkeys(questions) if q not in self._memo and not self.needs_raw(*q)]
         if len(todo) < 2:
             return
 
@@ -153,14 +156,16 @@ class Reader:
             active = {**active, "status": ()}  # nothing can match; keep the shape
             return self._empty(kind, dims, unit)
         needed = {d for d in active if not (kind == "errors" and d == "status")} | set(dims)
-        family = _family(kind, needed)
         first, end = hour_range(f)
+        days_ok = self._days_ok(unit)
+        family = _family(kind, needed, daily_ok=days_ok)
         parts: list[tuple[str | None, int, int]] = []  # (table, first key, end key) in its grain
         if family is None:  # latency with a filter no histogram has: one raw scan serves them all
             return self._from_raw(dims, unit)
-        elif family.daily and (unit is None or (unit == "day" and is_utc_days(f))) and -(-first // 24) < end // 24:
+        elif family.daily and days_ok:
             d0, d1 = -(-first // 24), end // 24
             parts.append((family.daily, d0, d1))
+            # The hours before the first and after the last whole UTC day (None: from raw events).
             parts += [(family.hourly, a, b) for a, b in ((first, d0 * 24), (d1 * 24, end)) if a < b]
         else:
             parts.append((family.hourly, first, end))
@@ -229,15 +234,20 @@ class Reader:
         keys = (["bucket"] if unit else []) + [*dims, "bin"]
         return raw.group_by(keys, maintain_order=True).agg(pl.col("calls").sum())
 
-    def needs_raw(self, kind: str, dims: tuple[str, ...]) -> bool:
+    def _days_ok(self, unit: str | None) -> bool:
+        """Whether whole UTC days can come from daily tables for this view and time unit."""
+        first, end = hour_range(self.filters)
+        return (unit is None or (unit == "day" and is_utc_days(self.filters))) and -(-first // 24) < end // 24
+
+    def needs_raw(self, kind: str, dims: tuple[str, ...], unit: str | None) -> bool:
         needed = set(self.filters.active()) | set(dims)
-        return kind == "latency" and _family(kind, needed) is None
+        return kind == "latency" and _family(kind, needed, daily_ok=self._days_ok(unit)) is None
 
     def _read_raw(self, first: int, end: int, dims, unit) -> pl.DataFrame:
-        """Latency histogram straight from tts_events (filters no histogram family covers)."""
+        """Latency histogram straight from tts_events for UTC hours ``[first, end)``."""
         f = self.filters
         ev = tts_events.c
-        since, until = f.since.replace(tzinfo=None), f.until.replace(tzinfo=None)
+        since, until = (datetime(1970, 1, 1) + timedelta(hours=h) for h in (first, end))
         conds = [ev.ts >= since, ev.ts < until, ev.latency_ms.is_not(None)]
         for name, values in f.active().items():
             conds.append(event_dimension(name).in_(values))
@@ -255,10 +265,11 @@ class Reader:
     # -- values of the filter menus ------------------------------------------------------------------
     def options(self) -> dict[str, list[str]]:
         """Distinct values of each filter dimension over the days the view touches."""
-        table = rollup_tables["voxtrail_rollup_daily"]
         first, end = hour_range(self.filters)
         out: dict[str, list[str]] = {}
         for name in ("node", "model", "model_version", "emotion", "emotion_control", "status"):
+            daily = next(fam.daily for fam in FAMILIES["measures"] if fam.daily and name in fam.dims)
+            table = rollup_tables[daily]
             col = table.c[name]
             stmt = (
                 sa.select(col).distinct()

@@ -257,7 +257,7 @@ def batch_delta(prepared) -> dict:
         (pl.col("hour") // 24).alias("day"))
     measure_names = [c for c in finest.columns if c not in ("hour", "day", *ROLLUP_DIMENSIONS_ORDER)]
     # Each table is a coarser grouping of one of three finest groupings (a few thousand rows).
-    latency_keys = ["hour", "node", "model", "model_version", "status", "bin"]
+    latency_keys = ["hour", "node", "model", "model_version", "emotion", "status", "bin"]
     timed = base.filter(pl.col("m_latency_ms").is_not_null()).group_by(latency_keys).agg(
         pl.len().alias("calls")).with_columns((pl.col("hour") // 24).alias("day"))
     error_keys = ["hour", *ERROR_DIMENSIONS, "error_type", "message_prefix"]
