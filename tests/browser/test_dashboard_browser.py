@@ -83,6 +83,19 @@ def test_every_panel_is_drawn_with_data(new_page, server):
     assert "Last 30 days" in page.text_content("#vx-range-text")
     page.wait_for_timeout(300)  # let Plotly finish its transitions before the picture
     screenshot(page, "dashboard.png")
+    # The A/B comparison in exact figures, and hover values on the charts.
+    versions = page.locator('.vx-panel[data-panel="by_model"] .vx-table tbody tr')
+    assert versions.count() == 2 and "2.1" in versions.nth(1).text_content()
+    bar = page.locator('.vx-panel[data-panel="by_node"] .bars .point').first
+    bar.scroll_into_view_if_needed()
+    box = bar.bounding_box()
+    page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2, steps=3)  # Plotly listens on its drag layer
+    hover = page.locator('.vx-panel[data-panel="by_node"] .hoverlayer')
+    for _ in range(40):
+        if "calls" in hover.text_content():
+            break
+        page.wait_for_timeout(50)
+    assert "calls" in hover.text_content() and "success" in hover.text_content(), hover.text_content()
     assert not page.console_errors, page.console_errors
 
 
