@@ -214,8 +214,8 @@ class Shipper:
             self._failed(f"{type(exc).__name__}: {exc}", warn=False)
             return False
         self._backoff = 0.0
+        self.stats.delivered(len(chunk.payloads), done)  # before commit: flush() sees both together
         drain.commit(chunk)
-        self.stats.delivered(len(chunk.payloads), done)
         self._notify()
         return True
 
