@@ -133,3 +133,21 @@ def test_collect_errors_are_one_line(sqlite_url, tmp_path):
                              "--db", "postgresql://nobody@127.0.0.1:1/x"], capture_output=True, text=True, timeout=60)
     assert bad_db.returncode == 1
     assert bad_db.stderr.startswith("voxtrail: error: cannot connect") and bad_db.stderr.count("\n") == 1
+
+
+def test_collector_survives_the_stream_being_deleted(sqlite_url, redis_client, stream):
+    def event(rid: str) -> dict:
+        return {"events": f'{{"request_id": "{rid}", "ts": "2025-03-01T10:00:00Z", "status": "success"}}'}
+
+    redis_client.xadd(stream, event("before"))
+    proc = collect(stream, sqlite_url, "d")
+    try:
+        assert wait_until(lambda: redis_client.xlen(stream) == 0)
+        redis_client.delete(stream)  # the group goes with it
+        redis_client.xadd(stream, event("after"))
+        assert wait_until(lambda: redis_client.xlen(stream) == 0)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert sorted(request_ids(sqlite_url)) == ["after", "before"]

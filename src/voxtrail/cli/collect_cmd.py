@@ -63,8 +63,12 @@ def collect_command(redis_url, stream, group, consumer, db, config_file, batch_s
             logging.basicConfig(format="%(message)s")
             err_console.print(f"collecting {stream} (group {group}, consumer {name}) into {store.display_url}"
                               + ("" if drain else "; Ctrl-C to stop"))
-        stats = collector.run(stop, until_empty=drain)
-        client.close()
+        try:
+            stats = collector.run(stop, until_empty=drain)
+        except RedisUnavailable as exc:
+            fail(f"{exc} ({redis_url})")
+        finally:
+            client.close()
     if as_json:
         print_json({"stream": stream, "group": group, "consumer": name, **stats.as_dict()})
     else:

@@ -134,6 +134,12 @@ class StreamCollector:
                 log.warning("voxtrail collect: %s; retrying in %.1f s (entries stay pending)", exc, backoff)
                 stop.wait(backoff)
                 continue
+            except self._response_error as exc:
+                if not str(exc).startswith(("NOGROUP", "UNBLOCKED")):  # not: stream deleted under us
+                    raise RedisUnavailable(f"Redis refused a stream command on {self.stream!r}: {exc}") from exc
+                log.warning("voxtrail collect: the stream or group was deleted; creating them again")
+                self.prepare()
+                continue
             if until_empty and handled == 0 and self._nothing_pending():
                 break
         return self.stats
