@@ -238,7 +238,9 @@ def batch_delta(prepared) -> dict:
         .when(length < 150).then(pl.lit(LENGTH_BUCKETS[1]))
         .otherwise(pl.lit(LENGTH_BUCKETS[2]))
     )
-    measures = {m: col(m).cast(pl.Float64).fill_nan(None) for m in ROLLUP_MEASURES}
+    # NaN and infinity are no measurement (MySQL stores them as NULL): not counted, not summed.
+    measures = {m: pl.when(col(m).cast(pl.Float64).is_finite()).then(col(m).cast(pl.Float64))
+                for m in ROLLUP_MEASURES}
     latency = measures["latency_ms"]
     base = prepared.frame.lazy().select(
         (col("ts").dt.epoch("s") // 3600).alias("hour"),
