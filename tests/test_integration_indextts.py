@@ -144,3 +144,32 @@ def test_uninstrument_restores_the_method(sqlite_url, tmp_path, ref_audio):
 
     with Store.open(sqlite_url) as store:
         assert store.count() == 0 and tts.calls == 1
+
+
+class StreamingStandIn(StandInIndexTTS2):
+    """``stream_return=True``: IndexTTS2 yields audio chunks; the figures are printed at the end."""
+
+    def infer(self, spk_audio_prompt, text, output_path, emo_audio_prompt=None, emo_alpha=1.0, emo_vector=None,
+              use_emo_text=False, emo_text=None, use_random=False, interval_silence=200, verbose=False,
+              max_text_tokens_per_segment=120, stream_return=False, more_segment_before=0, **generation_kwargs):
+        def chunks():
+            for i in range(3):
+                yield f"chunk {i}"
+            super(StreamingStandIn, self).infer(spk_audio_prompt, text, output_path)
+        return chunks() if stream_return else super().infer(spk_audio_prompt, text, output_path)
+
+
+def test_streaming_calls_are_recorded_when_the_stream_ends(sqlite_url, tmp_path, ref_audio):
+    rec = Recorder(db=sqlite_url, spool_dir=tmp_path / "spool")
+    tts = instrument(StreamingStandIn(), rec, hash_audio=False)
+    assert list(tts.infer(str(ref_audio), "streamed", str(tmp_path / "s.wav"), stream_return=True)) == \
+        ["chunk 0", "chunk 1", "chunk 2"]
+    stream = tts.infer(str(ref_audio), "abandoned", str(tmp_path / "a.wav"), stream_return=True)
+    next(stream)
+    stream.close()
+    rec.close()
+    got = {r.text_input: r for r in rows(sqlite_url, "SELECT text_input, status, gpt_gen_ms, error_type, "
+                                                      "error_message FROM tts_events")}
+    assert got["streamed"].status == "success" and got["streamed"].gpt_gen_ms == pytest.approx(80.0)
+    assert got["abandoned"].status == "failed" and got["abandoned"].error_type == "GeneratorExit"
+    assert "closed before its end" in got["abandoned"].error_message

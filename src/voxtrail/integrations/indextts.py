@@ -105,6 +105,10 @@ class _Call:
             with captured_stdout() as printed:
                 try:
                     yield from original(*args, **kwargs)
+                except GeneratorExit as exc:
+                    exc.args = exc.args or ("the stream was closed before its end",)
+                    self.finish(printed, exc)
+                    raise
                 except BaseException as exc:
                     self.finish(printed, exc)
                     raise
