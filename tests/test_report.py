@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 
 from test_cli import assert_one_line_error, voxtrail
 from test_query import KNOWN

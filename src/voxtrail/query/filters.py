@@ -22,7 +22,7 @@ the current hour and the 23 before it).
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from typing import Any, Mapping
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -182,5 +182,3 @@ class Filters:
     def with_(self, **changes: Any) -> "Filters":
         return replace(self, **changes)
 
-
-FILTER_FIELDS = tuple(f.name for f in fields(Filters))

@@ -19,7 +19,7 @@ MEASURES = ("latency_ms", "rtf", "audio_length_ms")
 
 
 def _table(frame: pl.DataFrame, columns: dict[str, pl.Expr], units: dict[str, str | None]) -> dict:
-    frame = frame.with_columns(**{k: v for k, v in columns.items()})
+    frame = frame.with_columns(**columns)
     names = list(columns)
     return {
         "columns": names,

@@ -35,6 +35,7 @@ from sqlalchemy.sql.functions import FunctionElement
 from voxtrail.store.bulk import EncodedBatch
 from voxtrail.store.schema import (
     ERROR_DIMENSIONS,
+    ROLLUP_DIMENSIONS,
     ERROR_MESSAGE_PREFIX,
     ROLLUP_MEASURES,
     ROLLUP_TABLES,
@@ -131,7 +132,7 @@ def _aggregate(name: str, where: sa.ColumnElement) -> sa.Select:
         keys.append(sa.func.coalesce(sa.func.substr(ev.error_message, 1, ERROR_MESSAGE_PREFIX), "").label("message_prefix"))
         values = [sa.func.count().label("calls")]
         where = sa.and_(where, ev.status == "failed")
-    return sa.select(*keys, *values).where(where).group_by(*keys[: len(keys)])
+    return sa.select(*keys, *values).where(where).group_by(*keys)
 
 
 _INSERTS: dict[str, Callable] = {"sqlite": sqlite.insert, "postgresql": postgresql.insert, "mysql": mysql.insert}
@@ -255,9 +256,9 @@ def batch_delta(prepared) -> dict:
     sums = [pl.len().alias("calls")]
     for m in ROLLUP_MEASURES:
         sums += [pl.col(f"m_{m}").count().alias(f"{m}_n"), pl.col(f"m_{m}").sum().alias(f"{m}_sum")]
-    finest = base.group_by(["hour", *ROLLUP_DIMENSIONS_ORDER]).agg(sums).with_columns(
+    finest = base.group_by(["hour", *ROLLUP_DIMENSIONS]).agg(sums).with_columns(
         (pl.col("hour") // 24).alias("day"))
-    measure_names = [c for c in finest.columns if c not in ("hour", "day", *ROLLUP_DIMENSIONS_ORDER)]
+    measure_names = [c for c in finest.columns if c not in ("hour", "day", *ROLLUP_DIMENSIONS)]
     # Each table is a coarser grouping of one of three finest groupings (a few thousand rows).
     latency_keys = ["hour", "node", "model", "model_version", "emotion", "status", "bin"]
     timed = base.filter(pl.col("m_latency_ms").is_not_null()).group_by(latency_keys).agg(
@@ -277,8 +278,6 @@ def batch_delta(prepared) -> dict:
         out[name] = frame.sort(frame.columns[: len(frame.columns) - (len(measure_names) if kind == "measures" else 1)])
     return out
 
-
-ROLLUP_DIMENSIONS_ORDER = ("node", "model", "model_version", "emotion", "emotion_control", "status", "length_bucket")
 
 
 def apply_delta(conn: sa.Connection, dialect: str, delta: dict) -> None:
