@@ -75,7 +75,6 @@ def require_user(role: str = "viewer") -> Callable[[Request], CurrentUser]:
         return user
 
     dependency.__name__ = f"require_{role}"
-    dependency.required_role = role  # type: ignore[attr-defined]
     return dependency
 
 
@@ -98,7 +97,7 @@ def require_token(scope: str) -> Callable[[Request], accounts.Token]:
     def dependency(request: Request) -> accounts.Token:
         if not request.headers.get("authorization"):
             raise token_refused("missing API token: send 'Authorization: Bearer <token>' "
-                                         "(create one with 'voxtrail token create NAME')")
+                                "(create one with 'voxtrail token create NAME')")
         token = bearer_token(request)
         if token is None:
             raise token_refused("invalid or revoked API token")
