@@ -55,7 +55,7 @@ FAMILIES: dict[str, tuple[Family, ...]] = {
         Family(("model", "model_version", "status"), "voxtrail_latency_hourly_model", "voxtrail_latency_daily_model"),
         Family(("node", "model", "model_version", "status"), "voxtrail_latency_hourly", "voxtrail_latency_daily"),
         # Emotion filters: per day only (an hourly table would hold millions of rows).
-        Family(("node", "emotion", "status"), None, "voxtrail_latency_daily_emotion"),
+        Family(("node", "model", "model_version", "emotion", "status"), None, "voxtrail_latency_daily_emotion"),
     ),
     "errors": (
         Family((), "voxtrail_errors_hourly_totals"),

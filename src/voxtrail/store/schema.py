@@ -283,7 +283,7 @@ ROLLUP_TABLES: dict[str, tuple[str, tuple[str, ...], str]] = {
     "voxtrail_latency_daily_model": ("day", ("model", "model_version", "status"), "latency"),
     "voxtrail_latency_hourly_totals": ("hour", ("status",), "latency"),
     "voxtrail_latency_daily_totals": ("day", ("status",), "latency"),
-    "voxtrail_latency_daily_emotion": ("day", ("node", "emotion", "status"), "latency"),
+    "voxtrail_latency_daily_emotion": ("day", ("node", "model", "model_version", "emotion", "status"), "latency"),
     "voxtrail_errors_hourly": ("hour", ERROR_DIMENSIONS, "errors"),
     "voxtrail_errors_hourly_totals": ("hour", (), "errors"),
 }
