@@ -254,6 +254,13 @@ def main() -> None:
             print(f"{label:<12} {mid['rate']:>10,.0f} {mid['record_s']:>11.2f}s {mid['drain_s']:>10.2f}s   "
                   f"{rates}"
                   f"   target >= 50,000/s: {'met' if mid['rate'] >= 50_000 else 'NOT met'}")
+            if mid["rate"] < 50_000:
+                per_event = (mid["record_s"] + mid["drain_s"]) / args.events * 1e6
+                print(f"{'':<12} why: {per_event:.1f} µs of this process per event: recording "
+                      f"{mid['record_s'] / args.events * 1e6:.1f} µs while shipping runs alongside, then "
+                      f"{mid['drain_s']:.2f} s of delivery after the last record(), bounded by Store.write "
+                      f"on {label} (docs/benchmarks.md has the profile); load average "
+                      f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
         if args.redis and not args.no_servers:
             print(f"\n(c) Redis transport: {args.events:,} events appended, one event per entry vs 100")
             try:
