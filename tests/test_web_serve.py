@@ -110,3 +110,25 @@ def test_bad_tls_files_are_one_line(sqlite_url, tmp_path):
     result = serve("--db", sqlite_url, "--port", "0", "--certfile", str(cert), "--keyfile", str(cert))
     assert result.returncode == 1 and "cannot serve HTTPS with" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_kept_alive_connections_are_not_delayed(sqlite_url):
+    """Responses on a reused connection must not wait for a delayed ACK (~40 ms on Linux): the
+    listening socket says IPPROTO_TCP, so asyncio sets TCP_NODELAY on each connection."""
+    import socket
+    import time
+
+    from voxtrail.cli.serve_cmd import bind_socket
+
+    sock = bind_socket("127.0.0.1", 0)
+    assert sock.proto == socket.IPPROTO_TCP
+    sock.close()
+    with Server("--db", sqlite_url) as server, httpx.Client(base_url=server.url, timeout=30) as http:
+        http.get("/static/voxtrail.css")
+        times = []
+        for _ in range(15):
+            start = time.perf_counter()
+            assert http.get("/static/voxtrail.css").status_code == 200
+            times.append(time.perf_counter() - start)
+    # With the pathology every such request takes >= 40 ms, so even the fastest shows it.
+    assert min(times) < 0.038, times
