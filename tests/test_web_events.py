@@ -27,9 +27,9 @@ def _records(now: datetime) -> list[dict]:
     ]
 
 
-@pytest.fixture
-def app(sqlite_url):
-    app = make_app(sqlite_url, routers=ROUTERS)
+@pytest.fixture(scope="module")
+def app(tmp_path_factory):
+    app = make_app(f"sqlite:///{tmp_path_factory.mktemp('events') / 'e.db'}", routers=ROUTERS)
     app.state.store.write(EventBatch.from_records(_records(datetime.now(timezone.utc))))
     for role in ("viewer", "auditor", "admin"):
         add_user(app, role, role)
@@ -37,32 +37,40 @@ def app(sqlite_url):
     app.state.store.close()
 
 
-def client_as(app, role: str | None):
-    client = client_for(app)
-    if role:
-        login(client, role)
-    return client
+@pytest.fixture(scope="module")
+def logged_in(app):
+    """One logged-in client per role for the module (logging in costs an Argon2 hash)."""
+    clients = {}
+    for role in ("viewer", "auditor"):
+        clients[role] = client_for(app)
+        login(clients[role], role)
+    return clients
+
+
+@pytest.fixture
+def client_as(app, logged_in):
+    return lambda role: logged_in[role] if role else client_for(app)
 
 
 @pytest.mark.parametrize("path", ["/events", "/events/ev-5", "/api/v1/events", "/api/v1/events/ev-5",
                                   "/api/v1/events?q=secret"])
-def test_viewers_are_refused_every_event_view(app, path):
-    client = client_as(app, "viewer")
+def test_viewers_are_refused_every_event_view(client_as, path):
+    client = client_as("viewer")
     response = client.get(path)
     assert response.status_code == 403
     assert "secret" not in response.text and "plain text" not in response.text
 
 
-def test_without_a_session_pages_redirect_and_the_api_says_401(app):
-    client = client_as(app, None)
+def test_without_a_session_pages_redirect_and_the_api_says_401(client_as):
+    client = client_as(None)
     page = client.get("/events?range=7d")
     assert page.status_code == 303 and page.headers["location"].startswith("/login?next=%2Fevents")
     api = client.get("/api/v1/events")
     assert api.status_code == 401 and "error" in api.json()
 
 
-def test_auditor_lists_filters_and_searches(app):
-    client = client_as(app, "auditor")
+def test_auditor_lists_filters_and_searches(client_as):
+    client = client_as("auditor")
     data = client.get("/api/v1/events", params={"range": "24h"}).json()
     assert data["total"] == 8 and not data["total_capped"] and data["next_cursor"] is None
     assert [e["request_id"] for e in data["events"]] == [f"ev-{i}" for i in range(7, -1, -1)]
@@ -87,8 +95,8 @@ def test_auditor_lists_filters_and_searches(app):
     ({"q": "x" * 300}, "search"),
     ({"colour": "red"}, "unknown filter"),
 ])
-def test_bad_parameters_are_a_400_that_says_what(app, params, words):
-    client = client_as(app, "auditor")
+def test_bad_parameters_are_a_400_that_says_what(client_as, params, words):
+    client = client_as("auditor")
     response = client.get("/api/v1/events", params=params)
     assert response.status_code == 400
     assert words in response.json()["error"]
@@ -96,8 +104,8 @@ def test_bad_parameters_are_a_400_that_says_what(app, params, words):
     assert page.status_code == 400 and words in page.text
 
 
-def test_events_page_shows_rows_escaped_with_units(app):
-    client = client_as(app, "auditor")
+def test_events_page_shows_rows_escaped_with_units(client_as):
+    client = client_as("auditor")
     page = client.get("/events", params={"q": "secret"})
     assert page.status_code == 200
     assert "the secret &lt;b&gt;text&lt;/b&gt;" in page.text and "<b>text</b>" not in page.text
@@ -105,16 +113,16 @@ def test_events_page_shows_rows_escaped_with_units(app):
     assert "1 event match" in page.text
 
 
-def test_events_page_paginates(app):
-    client = client_as(app, "auditor")
+def test_events_page_paginates(client_as):
+    client = client_as("auditor")
     page = client.get("/events", params={"limit": 5, "node": "gpu-a"})
     assert page.text.count('href="/events/ev-') == 4 and "Older events" not in page.text
     page = client.get("/events", params={"limit": 2})
     assert "Older events" in page.text and "cursor=" in page.text
 
 
-def test_event_detail_has_every_field(app):
-    client = client_as(app, "auditor")
+def test_event_detail_has_every_field(client_as):
+    client = client_as("auditor")
     page = client.get("/events/ev-5")
     assert page.status_code == 200
     for name in ("request_id", "text_input", "emotion_vector", "ingested_at", "rtf", "queue_wait_ms"):
@@ -126,9 +134,9 @@ def test_event_detail_has_every_field(app):
     assert client.get("/api/v1/events/nope").status_code == 404
 
 
-def test_get_and_post_share_the_path(app):
+def test_get_and_post_share_the_path(client_as):
     """GET /api/v1/events lists (session), POST ingests (token): neither hides the other."""
-    client = client_as(app, "auditor")
+    client = client_as("auditor")
     assert client.get("/api/v1/events").status_code == 200
     response = client.post("/api/v1/events", json=[{"request_id": "x", "ts": "2026-01-01T00:00:00Z",
                                                     "status": "success"}])

@@ -3,6 +3,7 @@
 // one into Plotly traces and a layout. Numbers carry units and sensible rounding everywhere.
 
 import * as fmt from "./format.js";
+import { cols, drawTable, drawTiles } from "./dashboard-figures.js";
 
 const COLORS = {
   calls: "#4c78a8", success: "#54a24b", latency: "#f58518", failed: "#e45756",
@@ -13,13 +14,6 @@ const CONFIG = { responsive: true, displaylogo: false, modeBarButtonsToRemove: [
 const FONT = { family: 'system-ui, -apple-system, "Segoe UI", Roboto, "Noto Sans", sans-serif', size: 12, color: "#1d2430" };
 
 // --- helpers ------------------------------------------------------------------------------------
-
-// {columns, rows} -> {name: [values]}
-function cols(panel) {
-  const out = {};
-  panel.columns.forEach((name, i) => { out[name] = panel.rows.map((row) => row[i]); });
-  return out;
-}
 
 // Hour labels carry the view's offset ("2026-11-01T14:00:00+08:00"); Plotly draws wall-clock
 // strings, so keep the local time and drop the offset (the page says which zone it is).
@@ -64,8 +58,8 @@ function successRange(values) {
   return [Math.max(0, Math.min(90, Math.floor(low / 10) * 10)), 100.5];
 }
 
-const pctAxis = (extra = {}) => ({ ticksuffix: " %", hoverformat: ".1f", zeroline: false, automargin: true, ...extra });
 const label = (v, none = "(none)") => (v === null || v === undefined || v === "" ? none : String(v));
+const pctAxis = (extra = {}) => ({ ticksuffix: " %", hoverformat: ".1f", zeroline: false, automargin: true, ...extra });
 
 // --- panels over time ---------------------------------------------------------------------------
 
@@ -294,71 +288,6 @@ const NOTHING = {
 
 function hasValues(chart) {
   return chart.data.some((trace) => (trace.z || trace.y || []).flat().some((v) => v !== null && v !== undefined && v !== 0));
-}
-
-// --- summary tiles ------------------------------------------------------------------------------
-
-function drawTiles(root, summary) {
-  const c = cols(summary);
-  const value = (key) => (c[key] ? c[key][0] : null);
-  const shown = {
-    calls: fmt.count(value("calls")),
-    success_rate: fmt.percent(value("success_rate") === null ? null : value("success_rate") / 100),
-    mean_latency: fmt.duration(value("mean_latency")),
-    p50_latency: fmt.duration(value("p50_latency")),
-    p95_latency: fmt.duration(value("p95_latency")),
-    mean_rtf: fmt.factor(value("mean_rtf")),
-    mean_audio_length: fmt.duration(value("mean_audio_length") === null ? null : value("mean_audio_length") * 1000),
-  };
-  for (const tile of root.querySelectorAll(".vx-tile")) {
-    const key = tile.dataset.tile;
-    tile.querySelector(".vx-tile-value").textContent = shown[key] ?? "–";
-    const detail = tile.querySelector(".vx-tile-detail");
-    if (detail && key === "success_rate") {
-      detail.textContent = value("failures") ? `${fmt.count(value("failures"))} failed` : "none failed";
-    }
-  }
-}
-
-// --- exact figures under the side-by-side panels ----------------------------------------------
-
-const HEADINGS = {
-  node: "Node", model: "Model", model_version: "Version", error_type: "Error type", message: "Message",
-  calls: "Calls", share: "Share of failures", success_rate: "Success", mean_latency: "Mean latency",
-  p50_latency: "p50", p95_latency: "p95", mean_rtf: "RTF",
-};
-
-function byUnit(value, unit) {
-  switch (unit) {
-    case "calls": return fmt.count(value);
-    case "%": return value === null || value === undefined ? "–" : fmt.percent(value / 100);
-    case "ms": return fmt.duration(value);
-    case "s": return value === null || value === undefined ? "–" : fmt.duration(value * 1000);
-    case "x": return fmt.factor(value);
-    default: return label(value, "–");
-  }
-}
-
-function drawTable(container, panel) {
-  const table = document.createElement("table");
-  table.className = "vx-table";
-  const head = table.createTHead().insertRow();
-  for (const name of panel.columns) {
-    const th = document.createElement("th");
-    th.textContent = HEADINGS[name] || name;
-    if (panel.units[name]) th.className = "vx-num";
-    head.append(th);
-  }
-  const body = table.createTBody();
-  for (const row of panel.rows) {
-    const tr = body.insertRow();
-    panel.columns.forEach((name, i) => {
-      const td = tr.insertCell();
-      td.textContent = byUnit(row[i], panel.units[name]);
-      if (panel.units[name]) td.className = "vx-num";
-    });
-  }
-  container.replaceChildren(table);
 }
 
 // --- the whole dashboard -------------------------------------------------------------------------
