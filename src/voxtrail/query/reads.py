@@ -45,7 +45,7 @@ class Family:
 #: Smallest first: a question goes to the first family whose dimensions cover it.
 FAMILIES: dict[str, tuple[Family, ...]] = {
     "measures": (
-        Family(("status", "length_bucket"), "voxtrail_rollup_hourly_totals"),
+        Family(("status", "length_bucket"), "voxtrail_rollup_hourly_totals", "voxtrail_rollup_daily_totals"),
         Family(GROUP_DIMENSIONS, "voxtrail_rollup_hourly_groups", "voxtrail_rollup_daily_groups"),
         Family(ROLLUP_DIMENSIONS, "voxtrail_rollup_hourly", "voxtrail_rollup_daily"),
     ),
@@ -214,7 +214,10 @@ class Reader:
         cols += [table.c[n] for n in self._group_keys(kind, dims)]
         stmt = sa.select(*cols, *self._values(kind, table)).where(*conds)
         if cols:
-            stmt = stmt.group_by(*cols)
+            # Group in primary-key order: SQLite then aggregates along the key without sorting.
+            position = {c.name: i for i, c in enumerate(table.primary_key.columns)}
+            plain = sorted((c for c in cols[1 if unit else 0:]), key=lambda c: position.get(c.name, len(position)))
+            stmt = stmt.group_by(*cols[:1 if unit else 0], *plain)
         result = self.conn.execute(stmt)
         rows = result.all()
         if not cols and (not rows or rows[0][0] is None):

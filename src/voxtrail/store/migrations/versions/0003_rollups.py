@@ -8,7 +8,7 @@ from alembic import op
 import sqlalchemy as sa
 
 from voxtrail.store import rollups
-from voxtrail.store.schema import MYSQL_TABLE_KW, ROLLUP_TABLE_KW, ROLLUP_TABLES, rollup_table_columns, timestamp_type
+from voxtrail.store.schema import MYSQL_TABLE_KW, ROLLUP_KEY_ORDER, ROLLUP_TABLE_KW, ROLLUP_TABLES, rollup_table_columns, timestamp_type
 
 revision = "0003"
 down_revision = "0002"
@@ -18,7 +18,7 @@ depends_on = None
 
 def upgrade() -> None:
     for name, spec in ROLLUP_TABLES.items():
-        op.create_table(name, *rollup_table_columns(*spec), **ROLLUP_TABLE_KW)
+        op.create_table(name, *rollup_table_columns(*spec, ROLLUP_KEY_ORDER.get(name)), **ROLLUP_TABLE_KW)
     state = op.create_table(
         "voxtrail_rollup_state",
         sa.Column("id", sa.Integer(), primary_key=True, autoincrement=False),
