@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import logging
 from contextlib import asynccontextmanager
 
 import sqlalchemy as sa
@@ -24,6 +25,8 @@ from voxtrail.web.auth import Forbidden, NotAuthenticated, login_url
 from voxtrail.web.settings import WebSettings
 from voxtrail.web.templating import STATIC_DIR, templates
 from voxtrail.web.throttle import LoginThrottle
+
+log = logging.getLogger("voxtrail.web")
 
 #: Modules whose ``router`` the app includes, in order; optional ones may not exist yet.
 ROUTER_MODULES = (
@@ -137,7 +140,9 @@ def create_app(settings: WebSettings, store: Store | None = None,
     @app.exception_handler(sa.exc.OperationalError)
     @app.exception_handler(sa.exc.InterfaceError)
     async def database_down(request: Request, exc: Exception) -> Response:
-        # The URL and driver message stay in the server's log, not in the answer.
+        # The URL and driver message go to the server's log, not into the answer.
+        log.warning("%s %s: database unavailable: %s", request.method, request.url.path,
+                    str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
         return error_response(request, 503, "the database is unavailable; retry later",
                               headers={"Retry-After": "5"})
 
