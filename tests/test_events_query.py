@@ -135,3 +135,14 @@ def test_count_is_capped(sqlite_url, monkeypatch):
         s.write(EventBatch.from_records(records(25)))
         page = q.list_events(s.engine, F(), limit=5)
     assert (page.total, page.total_capped) == (10, True)
+
+
+def test_a_cursor_never_widens_the_range(store):
+    """A cursor is a position; the filters' until still bounds the page (whichever is lower)."""
+    first = q.list_events(store.engine, F(), limit=4)  # newest four: minutes 14 and 13
+    until = (T0 + timedelta(minutes=5)).replace(tzinfo=timezone.utc)
+    narrow = q.list_events(store.engine, F(until=until), cursor=first.next_cursor, limit=100)
+    assert sorted(r["request_id"] for r in narrow.rows) == [f"req-{i:03d}" for i in range(10)]
+    old = q.list_events(store.engine, F(), limit=26).next_cursor  # position: minute 2
+    wide = q.list_events(store.engine, F(until=until), cursor=old, limit=100)
+    assert sorted(r["request_id"] for r in wide.rows) == [f"req-{i:03d}" for i in range(4)]

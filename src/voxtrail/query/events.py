@@ -76,15 +76,24 @@ def _naive_utc(value: datetime) -> datetime:
     return value
 
 
-def conditions(filters: FiltersLike | None, *, search: str | None = None, user: str | None = None) -> list:
-    """WHERE clauses for the filters, a text search and a user."""
+def conditions(filters: FiltersLike | None, *, search: str | None = None, user: str | None = None,
+               at_most: datetime | None = None) -> list:
+    """WHERE clauses for the filters, a text search and a user.
+
+    ``at_most`` (a page cursor's time) becomes the upper bound of ``ts`` when it is below the
+    filters' ``until``: one range condition, so the index seek starts at the cursor (SQLite
+    otherwise seeks from ``until`` and walks every newer row down to the cursor).
+    """
     c = tts_events.c
     where: list = []
+    until = _naive_utc(filters.until) if filters is not None and getattr(filters, "until", None) else None
+    if at_most is not None and (until is None or at_most < until):
+        where.append(c.ts <= at_most)
+    elif until is not None:
+        where.append(c.ts < until)
     if filters is not None:
         if getattr(filters, "since", None) is not None:
             where.append(c.ts >= _naive_utc(filters.since))
-        if getattr(filters, "until", None) is not None:
-            where.append(c.ts < _naive_utc(filters.until))
         for attr, column in _FILTER_COLUMNS.items():
             values = tuple(getattr(filters, attr, ()) or ())
             if values:
@@ -143,16 +152,22 @@ def list_events(
     search = validate_search(search)
     where = conditions(filters, search=search, user=user)
     c = tts_events.c
-    page_where = list(where)
+    page_where = where
     if cursor:
         ts, row_id = decode_cursor(cursor)
-        page_where.append(sa.or_(c.ts < ts, sa.and_(c.ts == ts, c.id < row_id)))
+        page_where = conditions(filters, search=search, user=user, at_most=ts)
+        page_where.append(sa.or_(c.ts < ts, c.id < row_id))  # with ts <= cursor: strictly after it
     query = _list_select(page_where).order_by(c.ts.desc(), c.id.desc()).limit(limit + 1)
     counted = sa.select(sa.literal(1)).select_from(tts_events).where(*where).limit(COUNT_CAP + 1).subquery()
     with engine.connect() as conn:
         rows = [dict(r._mapping) for r in conn.execute(query)]
-        total = conn.execute(sa.select(sa.func.count()).select_from(counted)).scalar_one()
-    has_more = len(rows) > limit
+        has_more = len(rows) > limit
+        # A first page that holds every match is its own count: no second scan (a text search
+        # that finds little would otherwise read the whole range twice).
+        if cursor is None and not has_more:
+            total = len(rows)
+        else:
+            total = conn.execute(sa.select(sa.func.count()).select_from(counted)).scalar_one()
     rows = rows[:limit]
     for row in rows:
         excerpt = row["text_excerpt"]
