@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -24,7 +25,8 @@ def _records(now: datetime) -> list[dict]:
          "emotion_vector": json.dumps([0.9, 0, 0, 0, 0, 0, 0, 0.1]), "error_message": "boom" if i == 3 else None,
          "source": "http"}
         for i in range(8)
-    ]
+    ] + [{"request_id": "node-7/2026/req 1?x#y", "ts": base - timedelta(minutes=1), "status": "success", "text_input": "odd id",
+          "source": "http"}]
 
 
 @pytest.fixture(scope="module")
@@ -72,8 +74,8 @@ def test_without_a_session_pages_redirect_and_the_api_says_401(client_as):
 def test_auditor_lists_filters_and_searches(client_as):
     client = client_as("auditor")
     data = client.get("/api/v1/events", params={"range": "24h"}).json()
-    assert data["total"] == 8 and not data["total_capped"] and data["next_cursor"] is None
-    assert [e["request_id"] for e in data["events"]] == [f"ev-{i}" for i in range(7, -1, -1)]
+    assert data["total"] == 9 and not data["total_capped"] and data["next_cursor"] is None
+    assert [e["request_id"] for e in data["events"]][:8] == [f"ev-{i}" for i in range(7, -1, -1)]
     assert data["events"][0]["ts"].endswith("Z")
     data = client.get("/api/v1/events", params=[("node", "gpu-a"), ("status", "success")]).json()
     assert sorted(e["request_id"] for e in data["events"]) == ["ev-1", "ev-5", "ev-7"]
@@ -130,6 +132,10 @@ def test_event_detail_has_every_field(client_as):
     assert "0.432x" in page.text and "1.24 s" in page.text and "&lt;b&gt;" in page.text
     data = client.get("/api/v1/events/ev-5").json()
     assert data["text_input"] == SECRET_TEXT and data["emotion_vector"] == [0.9, 0, 0, 0, 0, 0, 0, 0.1]
+    odd = client.get("/events", params={"q": "odd id"})
+    link = re.search(r'href="(/events/node[^"]+)"', odd.text).group(1)
+    assert "odd id" in client.get(link).text
+    assert client.get("/api/v1/events/node-7%2F2026%2Freq%201%3Fx%23y").json()["text_input"] == "odd id"
     assert client.get("/events/nope").status_code == 404
     assert client.get("/api/v1/events/nope").status_code == 404
 

@@ -70,7 +70,7 @@ def events_json(request: Request, user: Auditor) -> JSONResponse:
     return JSONResponse(page.as_dict())
 
 
-@router.get("/api/v1/events/{request_id}")
+@router.get("/api/v1/events/{request_id:path}")
 def event_json(request_id: str, request: Request, user: Auditor) -> JSONResponse:
     return JSONResponse(query_events.jsonable(_event_or_404(request, request_id)))
 
@@ -103,7 +103,7 @@ def events_page(request: Request, user: Auditor) -> HTMLResponse:
     })
 
 
-@router.get("/events/{request_id}", response_class=HTMLResponse, include_in_schema=False)
+@router.get("/events/{request_id:path}", response_class=HTMLResponse, include_in_schema=False)
 def event_page(request_id: str, request: Request, user: Auditor) -> HTMLResponse:
     event = _event_or_404(request, request_id)
     rows = [(f.name, f.doc, _field_value(f.name, event.get(f.name), f.kind, f.unit)) for f in FIELDS]
