@@ -115,6 +115,16 @@ def test_events_page_shows_rows_escaped_with_units(client_as):
     assert "1 event match" in page.text
 
 
+def test_the_events_form_as_a_browser_sends_it(client_as):
+    client = client_as("auditor")
+    form = {"range": "", "since": "6h", "until": "", "q": "", "user": "", "node": "gpu-a"}
+    page = client.get("/events", params=form)
+    assert page.status_code == 200 and "4 events match" in page.text
+    assert '<option value="" selected>' in page.text
+    everything = client.get("/events", params={**form, "range": "24h", "since": ""})
+    assert "4 events match" in everything.text and '<option value="24h" selected>' in everything.text
+
+
 def test_events_page_paginates(client_as):
     client = client_as("auditor")
     page = client.get("/events", params={"limit": 5, "node": "gpu-a"})

@@ -35,7 +35,8 @@ DEFAULT_RANGE = "7d"
 
 
 def _list_args(request: Request) -> tuple[Filters, dict[str, Any]]:
-    params = filter_params(request, exclude=LIST_PARAMS)
+    # The page's form sends every field; an empty one means "not set".
+    params = {k: v for k, v in filter_params(request, exclude=LIST_PARAMS).items() if v not in ("", [])}
     if not any(k in params for k in ("range", "since", "until")):
         params["range"] = DEFAULT_RANGE
     try:
@@ -91,8 +92,9 @@ def events_page(request: Request, user: Auditor) -> HTMLResponse:
     return templates.TemplateResponse(request, "events.html", {
         "page": page,
         "args": args,
-        "range": request.query_params.get("range") or ("" if request.query_params.get("since")
-                                                        or request.query_params.get("until") else DEFAULT_RANGE),
+        # since/until win over range (as in Filters): the select then says "From / to below".
+        "range": "" if request.query_params.get("since") or request.query_params.get("until")
+                 else request.query_params.get("range") or DEFAULT_RANGE,
         "since": request.query_params.get("since", ""),
         "until": request.query_params.get("until", ""),
         "menus": [(key, FILTER_LABELS[key], _menu_values(options.get(key, ()), selected[key]), selected[key])
