@@ -23,6 +23,7 @@ delete old events and the rollups keep the history.
 from __future__ import annotations
 
 import math
+from functools import lru_cache
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Callable
@@ -251,14 +252,14 @@ def batch_delta(prepared) -> dict:
         .otherwise(pl.lit(ZERO_BIN)).alias("bin"),
         col("error_type").cast(pl.Utf8).fill_null("").alias("error_type"),
         col("error_message").cast(pl.Utf8).str.slice(0, ERROR_MESSAGE_PREFIX).fill_null("").alias("message_prefix"),
-    ).with_columns((pl.col("hour") // 24).alias("day")).collect()
+    ).with_columns((pl.col("hour") // 24).alias("day")).collect().lazy()
 
     sums = [pl.len().alias("calls")]
     for m in ROLLUP_MEASURES:
         sums += [pl.col(f"m_{m}").count().alias(f"{m}_n"), pl.col(f"m_{m}").sum().alias(f"{m}_sum")]
     finest = base.group_by(["hour", *ROLLUP_DIMENSIONS]).agg(sums).with_columns(
         (pl.col("hour") // 24).alias("day"))
-    measure_names = [c for c in finest.columns if c not in ("hour", "day", *ROLLUP_DIMENSIONS)]
+    measure_names = [c for c in finest.collect_schema().names() if c not in ("hour", "day", *ROLLUP_DIMENSIONS)]
     # Each table is a coarser grouping of one of three finest groupings (a few thousand rows).
     latency_keys = ["hour", "node", "model", "model_version", "emotion", "status", "bin"]
     timed = base.filter(pl.col("m_latency_ms").is_not_null()).group_by(latency_keys).agg(
@@ -266,6 +267,8 @@ def batch_delta(prepared) -> dict:
     error_keys = ["hour", *ERROR_DIMENSIONS, "error_type", "message_prefix"]
     failed = base.filter(pl.col("status") == "failed").group_by(error_keys).agg(
         pl.len().alias("calls"))
+    # One collect_all: polars plans the ~17 groupings together (collecting each separately cost
+    # more than the database's work for small batches).
     out: dict = {}
     for name, (grain, tdims, kind) in ROLLUP_TABLES.items():
         keys = [grain, *tdims]
@@ -275,8 +278,9 @@ def batch_delta(prepared) -> dict:
             frame = timed.group_by([*keys, "bin"]).agg(pl.col("calls").sum())
         else:
             frame = failed.group_by([*keys, "error_type", "message_prefix"]).agg(pl.col("calls").sum())
-        out[name] = frame.sort(frame.columns[: len(frame.columns) - (len(measure_names) if kind == "measures" else 1)])
-    return out
+        columns = frame.collect_schema().names()
+        out[name] = frame.sort(columns[: len(columns) - (len(measure_names) if kind == "measures" else 1)])
+    return dict(zip(out, pl.collect_all(list(out.values()))))
 
 
 
@@ -285,24 +289,35 @@ def apply_delta(conn: sa.Connection, dialect: str, delta: dict) -> None:
     for name, frame in delta.items():
         if frame.height == 0:
             continue
-        table = rollup_tables[name]
-        additive = [c.name for c in table.columns if not c.primary_key]
-        stmt = _INSERTS[dialect](table)
-        if dialect == "mysql":
-            stmt = stmt.on_duplicate_key_update({c: table.c[c] + stmt.inserted[c] for c in additive})
-        else:
-            keys = [c.name for c in table.primary_key.columns]
-            stmt = stmt.on_conflict_do_update(index_elements=keys, set_={c: table.c[c] + stmt.excluded[c] for c in additive})
-        # Compiled once, executed by the driver: SQLAlchemy's per-row parameter handling would
-        # cost more than the database's work for these small rows.
-        compiled = stmt.compile(dialect=conn.dialect, column_keys=frame.columns)
-        if compiled.positional:
-            order = [compiled.binds[name].key for name in compiled.positiontup]
+        sql, order, rename = _upsert_sql(conn.dialect, dialect, name, tuple(frame.columns))
+        if order is not None:
             params = frame.select(order).rows()
         else:
-            names = {compiled.binds[b].key: b for b in compiled.binds}
-            params = frame.rename({k: v for k, v in names.items() if k != v}).to_dicts()
-        conn.exec_driver_sql(str(compiled), params)
+            params = frame.rename(rename).to_dicts()
+        conn.exec_driver_sql(sql, params)
+
+
+@lru_cache(maxsize=256)
+def _upsert_sql(sa_dialect, dialect: str, name: str, columns: tuple[str, ...]):
+    """The driver-level upsert of one rollup table, compiled once per process.
+
+    Executed by the driver rather than through SQLAlchemy: its per-row parameter handling would
+    cost more than the database's work for these small rows, and compiling the statement on
+    every write cost more than the write itself for small batches (HTTP ingest, the Recorder).
+    """
+    table = rollup_tables[name]
+    additive = [c.name for c in table.columns if not c.primary_key]
+    stmt = _INSERTS[dialect](table)
+    if dialect == "mysql":
+        stmt = stmt.on_duplicate_key_update({c: table.c[c] + stmt.inserted[c] for c in additive})
+    else:
+        keys = [c.name for c in table.primary_key.columns]
+        stmt = stmt.on_conflict_do_update(index_elements=keys, set_={c: table.c[c] + stmt.excluded[c] for c in additive})
+    compiled = stmt.compile(dialect=sa_dialect, column_keys=list(columns))
+    if compiled.positional:
+        return str(compiled), [compiled.binds[b].key for b in compiled.positiontup], None
+    names = {compiled.binds[b].key: b for b in compiled.binds}
+    return str(compiled), None, {k: v for k, v in names.items() if k != v}
 
 
 def rebuild(engine: sa.Engine, dialect: str, since: datetime | None = None,
