@@ -35,7 +35,9 @@ def app() -> None:
     """Observability and audit trail for self-hosted text-to-speech services.
 
     Imports TTS logs (IndexTTS2 console output, seed-style text and JSON logs, audit records)
-    into one documented table, tts_events, in SQLite, PostgreSQL or MySQL/MariaDB.
+    and events from running services (the Python Recorder, HTTP ingest, Redis) into one
+    documented table, tts_events, in SQLite, PostgreSQL or MySQL/MariaDB, and serves a
+    dashboard, audit pages and Prometheus metrics over it. Start with 'voxtrail demo'.
     """
 
 
