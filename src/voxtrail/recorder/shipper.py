@@ -185,6 +185,10 @@ class Shipper:
         try:
             work = self._next_work()
             prepared = self.transport.prepare(self._batch(*work)) if work else None
+        except Retry as exc:  # the destination is down (a database transport opens it here)
+            if self._settle_in_flight():
+                self._failed(str(exc))
+            return True
         except Exception as exc:  # noqa: BLE001 - a bug must not kill the thread: events stay spooled
             log.exception("voxtrail: preparing a batch failed unexpectedly")
             if self._settle_in_flight():

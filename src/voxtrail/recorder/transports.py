@@ -11,6 +11,7 @@ never block the spool forever and nothing is dropped silently.
 from __future__ import annotations
 
 import logging
+import threading
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -91,13 +92,21 @@ def to_event_batch(objs: list, offsets: list[int], source: str) -> EventBatch:
 
 
 class DatabaseTransport:
-    """Writes batches with ``Store.write``: one idempotent transaction per batch."""
+    """Writes batches with ``Store.write``: one idempotent transaction per batch.
+
+    ``prepare`` also validates and encodes the batch for the store (``Store.encode``: the
+    rollup increments, SQLite's scratch file), so the delivery thread only runs the
+    transaction while the shipper thread gets the next batch ready.
+    """
 
     name = "database"
 
     def __init__(self, url: str):
         self.url = url
         self._store = None
+        # prepare (shipper thread) and close (delivery thread, after a failure) never overlap:
+        # a store must not be closed while it is encoding a batch.
+        self._lock = threading.Lock()
 
     def _open(self):
         from voxtrail.store import Store, StoreError
@@ -109,29 +118,38 @@ class DatabaseTransport:
                 raise Retry(str(exc)) from exc
         return self._store
 
-    def prepare(self, batch: SpoolBatch) -> tuple[EventBatch, str]:
+    def prepare(self, batch: SpoolBatch) -> tuple[Any, Any, str]:
+        from voxtrail.store import StoreError
+
         events = fast_batch(b"\n".join(batch.payloads), "recorder")
         if events is None:
             objs, bad = decode(batch)
             events = to_event_batch(objs, batch.offsets, "recorder")
             events.rejects = bad + events.rejects
-        return events, batch.stream_id
+        with self._lock:
+            store = self._open()
+            try:
+                return store, store.encode(events), batch.stream_id
+            except StoreError as exc:
+                raise Retry(str(exc)) from exc
 
-    def deliver(self, prepared: tuple[EventBatch, str]) -> Delivered:
+    def deliver(self, prepared: tuple[Any, Any, str]) -> Delivered:
         from voxtrail.store import StoreError
 
-        events, stream_id = prepared
-        store = self._open()
+        store, encoded, stream_id = prepared
+        if store is not self._store:  # closed after a failure since: prepare the batch again
+            raise Retry("the store was reopened; the batch is prepared again")
         try:
-            result = store.write(events, stream_id=stream_id)
+            result = store.write(encoded, stream_id=stream_id)
         except StoreError as exc:
             self.close()  # reconnect from scratch next time (the server may have restarted)
             raise Retry(str(exc)) from exc
         return Delivered(result.inserted, result.duplicates, result.rejected)
 
     def close(self) -> None:
-        if self._store is not None:
+        with self._lock:
             store, self._store = self._store, None
+        if store is not None:
             try:
                 store.close()
             except Exception as exc:  # noqa: BLE001 - a dead connection cannot be closed cleanly
