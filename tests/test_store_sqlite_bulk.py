@@ -260,8 +260,8 @@ def test_a_failed_fill_removes_its_slot_and_the_store_goes_on(sqlite_url, monkey
         store.write(make_batch(10))
         real = bulk_sqlite._Slot.fill
 
-        def failing(self, frame):
-            real(self, frame)
+        def failing(self, frame, extra=None):
+            real(self, frame, extra)
             raise RuntimeError("boom")
 
         monkeypatch.setattr(bulk_sqlite._Slot, "fill", failing)

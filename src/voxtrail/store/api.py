@@ -67,14 +67,14 @@ class Store:
         """Validate and encode a batch for this store's database: pure CPU work that may run
         in another thread than :meth:`write` (the importer parses and encodes ahead)."""
         prepared = prepare(batch)
+        delta = rollups.batch_delta(prepared) if prepared.size else None
         try:
-            payload = self._writer.encode(prepared) if prepared.size else None
+            payload = self._writer.encode(prepared, delta) if prepared.size else None
         except OSError as exc:  # SQLite's scratch space: a full or unwritable temp directory
             raise StoreError(
                 f"cannot stage a batch for {self.display_url}: {exc.strerror or exc} "
                 f"({getattr(exc, 'filename', None) or 'temporary directory'}); free space there or set TMPDIR"
             ) from exc
-        delta = rollups.batch_delta(prepared) if prepared.size else None
         return rollups.EncodedWithRollups(self.dialect, prepared.size, payload, list(batch.rejects), delta)
 
     def write(
@@ -109,7 +109,8 @@ class Store:
                         last_id = rollups.mark(conn, self.dialect)
                         inserted = self._writer.insert_events(conn, encoded.payload)
                         if inserted == encoded.size and getattr(encoded, "rollup_delta", None) is not None:
-                            rollups.apply_delta(conn, self.dialect, encoded.rollup_delta)
+                            rollups.apply_delta(conn, self.dialect, encoded.rollup_delta,
+                                                getattr(encoded.payload, "rollup_sources", None))
                         elif inserted:
                             rollups.apply(conn, self.dialect, last_id)
                     save_rejects(conn, self.dialect, encoded.rejects, sid, source_file)

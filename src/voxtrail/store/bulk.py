@@ -48,9 +48,12 @@ class BulkWriter(Protocol):
     """Optional extras, looked up with getattr: ``attached(conn, payload)``, a context manager
     entered before the transaction begins, and ``close()``, called by ``Store.close``."""
 
-    def encode(self, batch: PreparedBatch) -> Any:
+    def encode(self, batch: PreparedBatch, rollup_delta: dict | None = None) -> Any:
         """Turn the batch into what ``insert_events`` sends (rows, statement text): CPU work
-        only, so an importer can do it in its parsing thread while the previous batch commits."""
+        only, so an importer can do it in its parsing thread while the previous batch commits.
+
+        A writer may also stage the batch's rollup increments beside its rows; it then names
+        where, as ``payload.rollup_sources`` ({rollup table: table to upsert from})."""
 
     def insert_events(self, conn: sa.Connection, encoded: Any) -> int:
         """Insert the rows inside ``conn``'s open transaction; return how many were new."""
@@ -59,7 +62,7 @@ class BulkWriter(Protocol):
 class EncodeNothing:
     """For writers whose fastest path streams straight from the frame."""
 
-    def encode(self, batch: PreparedBatch) -> PreparedBatch:
+    def encode(self, batch: PreparedBatch, rollup_delta: dict | None = None) -> PreparedBatch:
         return batch
 
 

@@ -95,7 +95,7 @@ class _Slot:
     def __init__(self, path: str) -> None:
         self.path = path
 
-    def fill(self, frame: pl.DataFrame) -> None:
+    def fill(self, frame: pl.DataFrame, extra: dict[str, pl.DataFrame] | None = None) -> None:
         driver, manager = _adbc_modules()
         with contextlib.suppress(FileNotFoundError):
             os.remove(self.path)
@@ -111,14 +111,15 @@ class _Slot:
                 stmt.execute_update()
             # Column types come from the Arrow types (REAL, INTEGER; string views get none):
             # values keep their type, and the main table's affinities apply on the copy.
-            stmt.set_options(
-                **{
-                    manager.INGEST_OPTION_TARGET_TABLE: "rows",
-                    manager.INGEST_OPTION_MODE: manager.INGEST_OPTION_MODE_CREATE,
-                }
-            )
-            stmt.bind_stream(frame)  # the Arrow C stream interface: no Python object per value
-            stmt.execute_update()  # runs without the GIL
+            for table, data in {"rows": frame, **(extra or {})}.items():
+                stmt.set_options(
+                    **{
+                        manager.INGEST_OPTION_TARGET_TABLE: table,
+                        manager.INGEST_OPTION_MODE: manager.INGEST_OPTION_MODE_CREATE,
+                    }
+                )
+                stmt.bind_stream(data)  # the Arrow C stream interface: no Python object per value
+                stmt.execute_update()  # runs without the GIL
 
     def discard(self) -> None:
         with contextlib.suppress(FileNotFoundError):
@@ -128,9 +129,10 @@ class _Slot:
 class Scratch:
     """An encoded batch: the INSERT ... SELECT and the slot file it reads."""
 
-    def __init__(self, sql: str, slot: _Slot) -> None:
+    def __init__(self, sql: str, slot: _Slot, rollup_sources: dict[str, str] | None = None) -> None:
         self.sql = sql
         self.path = slot.path
+        self.rollup_sources = rollup_sources or {}
 
 
 SCRATCH_PREFIX = "voxtrail-scratch-"
@@ -188,7 +190,7 @@ class SQLiteWriter:
                 return
         slot.discard()  # its directory was closed meanwhile
 
-    def encode(self, batch: PreparedBatch) -> Scratch:
+    def encode(self, batch: PreparedBatch, rollup_delta: dict | None = None) -> Scratch:
         frame = batch.frame
         # ingested_at as one literal per batch: a DEFAULT expression costs a strftime per row.
         constants = {**batch.constants, "ingested_at": datetime.now(timezone.utc).replace(tzinfo=None)}
@@ -209,13 +211,17 @@ class SQLiteWriter:
         )
         frame = frame.with_columns(pl.col(pl.Datetime).dt.strftime(TS_FORMAT))
         frame = frame.rename({name: f"c{i}" for i, name in enumerate(bound)})
+        # Rollup increments ride in the same file: the writer upserts them with INSERT ... SELECT
+        # instead of binding every rollup row from Python (hundreds of thousands per million events).
+        extra = {f"r{i}": frame for i, frame in enumerate((rollup_delta or {}).values()) if frame.height}
+        sources = {name: f"{ALIAS}.r{i}" for i, (name, frame) in enumerate((rollup_delta or {}).items()) if frame.height}
         slot = self._take()
         try:
-            slot.fill(frame)
+            slot.fill(frame, extra)
         except BaseException:
             slot.discard()
             raise
-        payload = Scratch(sql, slot)
+        payload = Scratch(sql, slot, sources)
         weakref.finalize(payload, self._give_back, slot)
         return payload
 

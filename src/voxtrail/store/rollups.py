@@ -284,10 +284,17 @@ def batch_delta(prepared) -> dict:
 
 
 
-def apply_delta(conn: sa.Connection, dialect: str, delta: dict) -> None:
-    """Upsert precomputed increments (rows sorted by key: concurrent writers lock in one order)."""
+def apply_delta(conn: sa.Connection, dialect: str, delta: dict, sources: dict[str, str] | None = None) -> None:
+    """Upsert precomputed increments (rows sorted by key: concurrent writers lock in one order).
+
+    ``sources`` names tables the writer already staged them in (SQLite's scratch file): those are
+    upserted by one ``INSERT ... SELECT`` each, with no Python per row.
+    """
     for name, frame in delta.items():
         if frame.height == 0:
+            continue
+        if sources and name in sources:
+            conn.exec_driver_sql(_upsert_from_sql(name, tuple(frame.columns), sources[name]))
             continue
         sql, order, rename = _upsert_sql(conn.dialect, dialect, name, tuple(frame.columns))
         if order is not None:
@@ -295,6 +302,19 @@ def apply_delta(conn: sa.Connection, dialect: str, delta: dict) -> None:
         else:
             params = frame.rename(rename).to_dicts()
         conn.exec_driver_sql(sql, params)
+
+
+@lru_cache(maxsize=256)
+def _upsert_from_sql(name: str, columns: tuple[str, ...], source: str) -> str:
+    """SQLite: add a staged table's increments to a rollup table (``WHERE true``: without it
+    SQLite would read ON CONFLICT as a join constraint)."""
+    table = rollup_tables[name]
+    keys = [c.name for c in table.primary_key.columns]
+    cols = ", ".join(f'"{c}"' for c in columns)
+    updates = ", ".join(f'"{c}" = "{name}"."{c}" + excluded."{c}"' for c in columns if c not in keys)
+    conflict = ", ".join(f'"{k}"' for k in keys)
+    return (f'INSERT INTO main."{name}" ({cols}) SELECT {cols} FROM {source} WHERE true ORDER BY rowid '
+            f"ON CONFLICT ({conflict}) DO UPDATE SET {updates}")
 
 
 @lru_cache(maxsize=256)
