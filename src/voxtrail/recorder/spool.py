@@ -129,7 +129,7 @@ class SubSpool:
             try:
                 total += (self.path / segment_name(n)).stat().st_size
             except FileNotFoundError:
-                pass
+                continue  # delivered and deleted by the shipper since it was listed: no longer counts
         return total
 
     def remove(self) -> None:
@@ -148,7 +148,8 @@ class SubSpool:
 
 
 class SpoolFull(Exception):
-    pass
+    """The spool is at ``max_spool_bytes``: the event was not written (the Recorder counts it
+    as dropped and warns)."""
 
 
 class _Segment:

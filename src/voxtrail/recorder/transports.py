@@ -64,7 +64,11 @@ def decode(batch: SpoolBatch) -> tuple[list, list[Reject]]:
     try:
         return orjson.loads(b"[" + b",".join(batch.payloads) + b"]"), []
     except orjson.JSONDecodeError:
-        pass
+        # Some payload is bad: decode one by one to find it and keep all the others.
+        return _decode_each(batch)
+
+
+def _decode_each(batch: SpoolBatch) -> tuple[list, list[Reject]]:
     objs, rejects = [], []
     for offset, payload in zip(batch.offsets, batch.payloads):
         try:
