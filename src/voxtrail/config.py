@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -23,6 +23,15 @@ class ConfigError(Exception):
 class Settings:
     db: str
     tz: str
+    #: The TOML file's values as read (empty without a file): each feature reads its own table
+    #: (``[mask]``, ``[keys]``, ``[retention]``) and its own ``VOXTRAIL_*`` variables.
+    file: dict = field(default_factory=dict)
+
+    def section(self, name: str) -> dict:
+        value = self.file.get(name, {})
+        if not isinstance(value, dict):
+            raise ConfigError(f"[{name}] in the config file must be a table")
+        return value
 
 
 def local_timezone() -> str:
@@ -50,7 +59,7 @@ def load(db: str | None = None, tz: str | None = None, config_file: str | None =
     if not _valid_tz(resolved_tz):
         raise ConfigError(f"unknown time zone {resolved_tz!r}: use an IANA name such as 'UTC' or 'Asia/Shanghai'")
     resolved_db = db or os.environ.get("VOXTRAIL_DB") or file_values.get("db") or DEFAULT_DB
-    return Settings(db=str(resolved_db), tz=str(resolved_tz))
+    return Settings(db=str(resolved_db), tz=str(resolved_tz), file=file_values)
 
 
 def _read_file(explicit: str | None) -> dict:

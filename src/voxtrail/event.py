@@ -89,6 +89,10 @@ FIELDS: tuple[Field, ...] = (
     Field("source_offset", "int", "Byte offset of the event's first line in the (decompressed) file.", unit="bytes"),
     Field("attributes", "json", "Free-form JSON object: fields of the source record that have no column, and "
           "facts such as `ts_estimated`."),
+    Field("row_hash", "string", "Integrity hash, set by the store: SHA-256 of the event's content (encrypted "
+          "fields as plaintext) and of the previous event's `request_id` in the same write. Each write's "
+          "hashes are chained in `voxtrail_chain`; `voxtrail verify` checks them (docs/integrity.md).",
+          length=64),
 )
 
 FIELD_NAMES: tuple[str, ...] = tuple(f.name for f in FIELDS)

@@ -22,6 +22,10 @@ from voxtrail.cli.user_cmd import user_group
 from voxtrail.cli.token_cmd import token_group
 from voxtrail.cli.demo_cmd import demo_command
 from voxtrail.cli.collect_cmd import collect_command
+from voxtrail.cli.keys_cmd import keys_group
+from voxtrail.cli.purge_cmd import purge_command
+from voxtrail.cli.verify_cmd import verify_command
+from voxtrail.cli.access_log_cmd import access_log_command
 from voxtrail.cli.output import fail
 
 # Exit statuses, documented in the README.
@@ -51,6 +55,10 @@ app.add_command(serve_command)
 app.add_command(user_group)
 app.add_command(token_group)
 app.add_command(demo_command)
+app.add_command(keys_group)
+app.add_command(purge_command)
+app.add_command(verify_command)
+app.add_command(access_log_command)
 
 
 def main(argv: list[str] | None = None) -> None:

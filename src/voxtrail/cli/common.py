@@ -48,7 +48,7 @@ def opened_store(db: str | None, tz: str | None, config_file: str | None) -> Ite
     """Resolve settings and open the store; a user's mistake ends in one line, not a traceback."""
     try:
         settings = config.load(db=db, tz=tz, config_file=config_file)
-        store = Store.open(settings.db)
+        store = Store.open(settings.db, settings=settings)
     except (config.ConfigError, StoreError) as exc:
         fail(str(exc))
     try:

@@ -8,12 +8,14 @@ from dataclasses import dataclass
 
 import sqlalchemy as sa
 
+from voxtrail import config
 from voxtrail.event import EventBatch
-from voxtrail.store import rollups
-from voxtrail.store.bulk import EncodedBatch, close_writer, outside_transaction, prepare, writer_for
+from voxtrail.store import chain, rollups
+from voxtrail.store.bulk import EncodedBatch, PreparedBatch, close_writer, outside_transaction, prepare, writer_for
 from voxtrail.store.checkpoints import Checkpoint, load_checkpoints, save_checkpoint, save_rejects
 from voxtrail.store.engine import StoreError, check_connection, first_line, make_engine, normalize_url
 from voxtrail.store.migrate import migrate
+from voxtrail.store.protection import Protection
 from voxtrail.store.schema import tts_events
 
 _ATTEMPTS = 5
@@ -21,6 +23,14 @@ _ATTEMPTS = 5
 #: MySQL deadlock / lock wait timeout. The whole transaction is retried; it is idempotent.
 _RETRY_SQLSTATES = {"40P01", "40001"}
 _RETRY_MYSQL_CODES = {1213, 1205}
+
+
+@dataclass(frozen=True)
+class EncodedEvents(rollups.EncodedWithRollups):
+    """What a write needs besides the payload: each row's request_id, canonical content and
+    hash, to append the write's link to the chain (store/chain.py)."""
+
+    sealed: chain.Sealed | None = None
 
 
 @dataclass
@@ -39,21 +49,26 @@ def _retryable(exc: BaseException) -> bool:
 
 
 class Store:
-    def __init__(self, engine: sa.Engine, dialect: str) -> None:
+    def __init__(self, engine: sa.Engine, dialect: str, settings: config.Settings | None = None) -> None:
         self.engine = engine
         self.dialect = dialect
+        self.settings = settings if settings is not None else config.load()
+        self.protection = Protection(self.settings)
         self.display_url = engine.url.render_as_string(hide_password=True)
         self._writer = writer_for(dialect)
         self._errors = (sa.exc.SQLAlchemyError, engine.dialect.loaded_dbapi.Error)
 
     @classmethod
-    def open(cls, url: str | None = None) -> "Store":
-        """Connect (failing fast with a StoreError) and bring the schema to the current version."""
+    def open(cls, url: str | None = None, *, settings: config.Settings | None = None) -> "Store":
+        """Connect (failing fast with a StoreError) and bring the schema to the current version.
+
+        ``settings`` (default: ``config.load()``, i.e. VOXTRAIL_* variables and ./voxtrail.toml)
+        say which fields are encrypted and with which keys, so every path protects alike."""
         u, dialect = normalize_url(url)
         engine = make_engine(u, dialect)
         try:
             check_connection(engine, dialect)
-            store = cls(engine, dialect)
+            store = cls(engine, dialect, settings)
             try:
                 migrate(engine, dialect)
             except store._errors as exc:
@@ -67,6 +82,11 @@ class Store:
         """Validate and encode a batch for this store's database: pure CPU work that may run
         in another thread than :meth:`write` (the importer parses and encodes ahead)."""
         prepared = prepare(batch)
+        sealed = None
+        if prepared.size:
+            frame, content = chain.seal(prepared.frame, prepared.constants)
+            sealed = chain.Sealed(frame["request_id"], content, frame["row_hash"])
+            prepared = self.protection.encrypt(PreparedBatch(frame, prepared.constants))
         delta = rollups.batch_delta(prepared) if prepared.size else None
         try:
             payload = self._writer.encode(prepared, delta) if prepared.size else None
@@ -75,7 +95,7 @@ class Store:
                 f"cannot stage a batch for {self.display_url}: {exc.strerror or exc} "
                 f"({getattr(exc, 'filename', None) or 'temporary directory'}); free space there or set TMPDIR"
             ) from exc
-        return rollups.EncodedWithRollups(self.dialect, prepared.size, payload, list(batch.rejects), delta)
+        return EncodedEvents(self.dialect, prepared.size, payload, list(batch.rejects), delta, sealed)
 
     def write(
         self,
@@ -113,6 +133,8 @@ class Store:
                                                 getattr(encoded.payload, "rollup_sources", None))
                         elif inserted:
                             rollups.apply(conn, self.dialect, last_id)
+                        if inserted:
+                            chain.link_write(conn, last_id, inserted, encoded.size, getattr(encoded, "sealed", None))
                     save_rejects(conn, self.dialect, encoded.rejects, sid, source_file)
                     if checkpoint is not None:
                         save_checkpoint(conn, self.dialect, checkpoint)
@@ -123,6 +145,15 @@ class Store:
                     continue
                 raise StoreError(f"writing to {self.display_url} failed: {first_line(exc)}") from exc
         return WriteResult(inserted, encoded.size - inserted, len(encoded.rejects))
+
+    @property
+    def keyring(self):
+        """The keys (voxtrail.keys.Keyring) or None when none are configured; never created here."""
+        return self.protection.keyring(create=False)
+
+    @property
+    def encrypt_fields(self) -> tuple[str, ...]:
+        return self.protection.fields
 
     def checkpoints(self) -> list[Checkpoint]:
         with self.engine.connect() as conn:

@@ -324,3 +324,82 @@ rollup_state = sa.Table(
     sa.Column("rebuilt_at", timestamp_type()),
     **MYSQL_TABLE_KW,
 )
+
+
+# --- Trust: the hash chain, retention, access log (migration 0004) --------------------------------
+# Each write appends one link: the rows it inserted (an id range), a digest of their row_hash
+# values in id order, and the previous link's hash. See store/chain.py and docs/integrity.md.
+
+def chain_link_columns() -> list[sa.Column]:
+    return [
+        sa.Column("seq", id_type(), primary_key=True, autoincrement=True),
+        sa.Column("first_id", sa.BigInteger(), nullable=False),
+        sa.Column("last_id", sa.BigInteger(), nullable=False),
+        sa.Column("row_count", sa.BigInteger(), nullable=False),
+        sa.Column("digest", sa.String(64), nullable=False),
+        sa.Column("prev_hash", sa.String(64), nullable=False),
+        sa.Column("link_hash", sa.String(64), nullable=False),
+        sa.Column("created_at", timestamp_type(), nullable=False, server_default=utc_now()),
+        # Set when retention has removed every row of the link: the link itself stays in the chain.
+        sa.Column("purged_at", timestamp_type()),
+    ]
+
+
+def chain_gap_columns() -> list[sa.Column]:
+    """Rows removed by retention from a link that still has rows: enough to verify the rest."""
+    return [
+        sa.Column("id", id_type(), primary_key=True, autoincrement=True),
+        sa.Column("link_seq", sa.BigInteger(), nullable=False),
+        sa.Column("first_id", sa.BigInteger(), nullable=False),
+        sa.Column("last_id", sa.BigInteger(), nullable=False),
+        sa.Column("row_count", sa.BigInteger(), nullable=False),
+        sa.Column("last_request_id", sa.String(128), nullable=False),
+        sa.Column("row_hashes", text_type(), nullable=False),  # hex, concatenated, in id order
+        sa.Column("purged_at", timestamp_type(), nullable=False, server_default=utc_now()),
+    ]
+
+
+def state_columns() -> list[sa.Column]:
+    return [
+        sa.Column("name", sa.String(64), primary_key=True),
+        sa.Column("value", text_type(), nullable=False),  # JSON text
+        sa.Column("updated_at", timestamp_type(), nullable=False, server_default=utc_now()),
+    ]
+
+
+def access_log_columns() -> list[sa.Column]:
+    return [
+        sa.Column("id", id_type(), primary_key=True, autoincrement=True),
+        sa.Column("at", timestamp_type(), nullable=False),
+        sa.Column("actor", sa.String(128), nullable=False),
+        sa.Column("role", sa.String(16)),
+        sa.Column("channel", sa.String(16), nullable=False),
+        sa.Column("action", sa.String(32), nullable=False),
+        sa.Column("target", text_type()),
+        sa.Column("query", text_type()),  # JSON text: what was asked
+        sa.Column("row_count", sa.BigInteger(), nullable=False),
+        sa.Column("client", sa.String(64)),
+        sa.Column("prev_hash", sa.String(64), nullable=False),
+        sa.Column("entry_hash", sa.String(64), nullable=False),
+    ]
+
+
+chain_links = sa.Table(
+    "voxtrail_chain", metadata, *chain_link_columns(),
+    sa.Index("ix_voxtrail_chain_first_id", "first_id"),
+    **MYSQL_TABLE_KW,
+)
+
+chain_gaps = sa.Table(
+    "voxtrail_chain_gaps", metadata, *chain_gap_columns(),
+    sa.Index("ix_voxtrail_chain_gaps_link", "link_seq", "first_id"),
+    **MYSQL_TABLE_KW,
+)
+
+voxtrail_state = sa.Table("voxtrail_state", metadata, *state_columns(), **MYSQL_TABLE_KW)
+
+access_log = sa.Table(
+    "voxtrail_access_log", metadata, *access_log_columns(),
+    sa.Index("ix_voxtrail_access_log_at", "at"),
+    **MYSQL_TABLE_KW,
+)
