@@ -1,0 +1,116 @@
+"""Field encryption: AES-256-GCM with the key id stored beside each ciphertext.
+
+A stored value reads ``vx1:<key id>:<urlsafe-base64(nonce || ciphertext || tag)>``. The nonce is
+96 random bits per value. The associated data is ``field \\x1f request_id``: a ciphertext copied
+to another row or another column fails authentication instead of decrypting to a wrong answer.
+
+Values without the ``vx1:`` prefix are plaintext (rows stored before encryption was turned on)
+and are returned as they are; already-encrypted values are never encrypted twice.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import os
+import re
+from typing import Iterable
+
+import polars as pl
+from cryptography.exceptions import InvalidTag
+
+from voxtrail.keys import Keyring, KeyringError
+
+PREFIX = "vx1:"
+NONCE_BYTES = 12
+TAG_BYTES = 16
+# Key id, then at least nonce + tag in base64: a user's text that merely starts with "vx1:" is
+# not mistaken for a ciphertext.
+_ENCRYPTED = re.compile(r"vx1:[A-Za-z0-9_.-]{1,32}:[A-Za-z0-9_=-]{38,}")
+
+
+class DecryptionError(Exception):
+    """Authentication failed: the value was encrypted with another key, or it was altered."""
+
+
+def is_encrypted(value: object) -> bool:
+    return isinstance(value, str) and value.startswith(PREFIX) and _ENCRYPTED.fullmatch(value) is not None
+
+
+def _aad(field: str, request_id: str) -> bytes:
+    return f"{field}\x1f{request_id}".encode()
+
+
+def key_id_of(value: str) -> str:
+    """The key id of an encrypted value."""
+    return value[len(PREFIX):value.index(":", len(PREFIX))]
+
+
+def encrypt_values(values: list, request_ids: list, keyring: Keyring, field: str) -> list:
+    """Encrypt a column's values under the active key (None and ciphertexts pass through)."""
+    kid = keyring.active_id
+    encrypt = keyring.cipher(kid).encrypt
+    head = f"{PREFIX}{kid}:"
+    nonces = os.urandom(NONCE_BYTES * len(values))  # one system call for the whole column
+    b64 = base64.urlsafe_b64encode
+    out = []
+    for i, (value, rid) in enumerate(zip(values, request_ids)):
+        if value is None or value.startswith(PREFIX) and is_encrypted(value):
+            out.append(value)
+            continue
+        nonce = nonces[i * NONCE_BYTES:(i + 1) * NONCE_BYTES]
+        sealed = encrypt(nonce, value.encode(), f"{field}\x1f{rid}".encode())
+        out.append(head + b64(nonce + sealed).decode())
+    return out
+
+
+def encrypt_frame(frame: pl.DataFrame, keyring: Keyring, fields: Iterable[str]) -> pl.DataFrame:
+    """The frame with each of ``fields`` present as a column encrypted under the active key."""
+    present = [f for f in fields if f in frame.columns and frame[f].null_count() < frame.height]
+    if not present:
+        return frame
+    if "request_id" not in frame.columns:
+        raise ValueError("encrypt_frame needs the request_id column (it binds each ciphertext to its row)")
+    request_ids = frame["request_id"].to_list()
+    return frame.with_columns(
+        pl.Series(f, encrypt_values(frame[f].cast(pl.Utf8).to_list(), request_ids, keyring, f), dtype=pl.Utf8)
+        for f in present
+    )
+
+
+def decrypt_value(value: str | None, keyring: Keyring | None, field: str, request_id: str) -> str | None:
+    """Plaintext of a stored value. KeyringError when its key is unknown, DecryptionError when
+    authentication fails; plaintext (no ``vx1:`` prefix) comes back unchanged."""
+    if value is None or not is_encrypted(value):
+        return value
+    kid = key_id_of(value)
+    if keyring is None:
+        raise KeyringError(
+            f"{field} of event {request_id!r} is encrypted with key {kid!r} but no keys are configured: "
+            f"set VOXTRAIL_KEYS or VOXTRAIL_KEY_FILE, or restore the key file (~/.config/voxtrail/keys)"
+        )
+    cipher = keyring.cipher(kid)  # KeyringError when the key is unknown
+    try:
+        blob = base64.urlsafe_b64decode(value[len(PREFIX) + len(kid) + 1:])
+        return cipher.decrypt(blob[:NONCE_BYTES], blob[NONCE_BYTES:], _aad(field, request_id)).decode()
+    except (InvalidTag, binascii.Error, UnicodeDecodeError):
+        raise DecryptionError(
+            f"cannot decrypt {field} of event {request_id!r} with key {kid!r}: the key is not the one "
+            f"that encrypted it, or the stored value was altered"
+        ) from None
+
+
+def decrypt_values(values: list, request_ids: list, keyring: Keyring | None, field: str) -> list:
+    return [decrypt_value(v, keyring, field, rid) for v, rid in zip(values, request_ids)]
+
+
+def decrypt_frame(frame: pl.DataFrame, keyring: Keyring | None, fields: Iterable[str]) -> pl.DataFrame:
+    """The frame with ``fields`` decrypted; the first value that cannot be decrypted raises."""
+    present = [f for f in fields if f in frame.columns]
+    if not present:
+        return frame
+    request_ids = frame["request_id"].to_list()
+    return frame.with_columns(
+        pl.Series(f, decrypt_values(frame[f].cast(pl.Utf8).to_list(), request_ids, keyring, f), dtype=pl.Utf8)
+        for f in present
+    )
