@@ -71,6 +71,10 @@ def test_same_plaintext_encrypts_differently_and_is_not_encrypted_twice():
     once = encrypt_frame(f, keyring, ("ref_audio_url",))
     assert once["ref_audio_url"][0] != once["ref_audio_url"][1]  # random nonces
     assert encrypt_frame(once, keyring, ("ref_audio_url",)).equals(once)
+    mixed = pl.DataFrame({"request_id": ["a", "c", "d"], "ref_audio_url": [once["ref_audio_url"][0], None, "x.wav"]})
+    out = encrypt_frame(mixed, keyring, ("ref_audio_url",))["ref_audio_url"].to_list()
+    assert out[0] == once["ref_audio_url"][0] and out[1] is None and is_encrypted(out[2])
+    assert decrypt_value(out[2], keyring, "ref_audio_url", "d") == "x.wav"
 
 
 def test_fields_absent_from_the_frame_are_ignored():

@@ -46,22 +46,29 @@ def key_id_of(value: str) -> str:
     return value[len(PREFIX):value.index(":", len(PREFIX))]
 
 
-def encrypt_values(values: list, request_ids: list, keyring: Keyring, field: str) -> list:
-    """Encrypt a column's values under the active key (None and ciphertexts pass through)."""
+def encrypt_series(values: pl.Series, request_ids: list, keyring: Keyring, field: str) -> pl.Series:
+    """A column's values encrypted under the active key (None and ciphertexts pass through)."""
     kid = keyring.active_id
     encrypt = keyring.cipher(kid).encrypt
-    head = f"{PREFIX}{kid}:"
-    nonces = os.urandom(NONCE_BYTES * len(values))  # one system call for the whole column
-    b64 = base64.urlsafe_b64encode
-    out = []
-    for i, (value, rid) in enumerate(zip(values, request_ids)):
+    texts = values.cast(pl.Utf8).to_list()
+    nonces = os.urandom(NONCE_BYTES * len(texts))  # one system call for the whole column
+    aad_head = f"{field}\x1f"
+    sealed: list[bytes | None] = []
+    passed_through = False
+    for i, (value, rid) in enumerate(zip(texts, request_ids)):
         if value is None or value.startswith(PREFIX) and is_encrypted(value):
-            out.append(value)
+            sealed.append(None)
+            passed_through = passed_through or value is not None
             continue
         nonce = nonces[i * NONCE_BYTES:(i + 1) * NONCE_BYTES]
-        sealed = encrypt(nonce, value.encode(), f"{field}\x1f{rid}".encode())
-        out.append(head + b64(nonce + sealed).decode())
-    return out
+        sealed.append(nonce + encrypt(nonce, value.encode(), (aad_head + rid).encode()))
+    # Base64 and the prefix in polars, vectorised: a third of the cost per value in Python.
+    encoded = (pl.Series(field, sealed, dtype=pl.Binary).bin.encode("base64")
+               .str.replace_all("+", "-", literal=True).str.replace_all("/", "_", literal=True))
+    encoded = f"{PREFIX}{kid}:" + encoded
+    if passed_through:
+        encoded = encoded.zip_with(encoded.is_not_null(), values.cast(pl.Utf8))
+    return encoded.rename(field)
 
 
 def encrypt_frame(frame: pl.DataFrame, keyring: Keyring, fields: Iterable[str]) -> pl.DataFrame:
@@ -72,10 +79,7 @@ def encrypt_frame(frame: pl.DataFrame, keyring: Keyring, fields: Iterable[str]) 
     if "request_id" not in frame.columns:
         raise ValueError("encrypt_frame needs the request_id column (it binds each ciphertext to its row)")
     request_ids = frame["request_id"].to_list()
-    return frame.with_columns(
-        pl.Series(f, encrypt_values(frame[f].cast(pl.Utf8).to_list(), request_ids, keyring, f), dtype=pl.Utf8)
-        for f in present
-    )
+    return frame.with_columns(encrypt_series(frame[f], request_ids, keyring, f) for f in present)
 
 
 def decrypt_value(value: str | None, keyring: Keyring | None, field: str, request_id: str) -> str | None:
