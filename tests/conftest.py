@@ -95,3 +95,13 @@ def db_url(request, fresh_db_url) -> str:
 def sqlite_url(fresh_db_url) -> str:
     """A fresh SQLite database file (fast; for tests that do not depend on the dialect)."""
     return fresh_db_url("sqlite")
+
+
+@pytest.fixture(autouse=True)
+def isolated_keys(tmp_path_factory, monkeypatch) -> None:
+    """Each test has its own key file location (a Store creates its default key file on first
+    need, under $XDG_CONFIG_HOME) and no keys or trust settings from the developer's shell."""
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path_factory.mktemp("xdg")))
+    for name in ("VOXTRAIL_KEYS", "VOXTRAIL_KEY_FILE", "VOXTRAIL_ENCRYPT_FIELDS", "VOXTRAIL_MASK",
+                 "VOXTRAIL_RETENTION_AUDIT", "VOXTRAIL_RETENTION_OPERATIONS", "VOXTRAIL_CONFIG"):
+        monkeypatch.delenv(name, raising=False)
