@@ -1,4 +1,5 @@
-"""``/admin``: users and API tokens, for admins. Every form is a CSRF-checked POST.
+"""``/admin``: users and API tokens, for admins, and ``/admin/access-log``: who read which events.
+Every form that changes something is a CSRF-checked POST; the access log is read-only (GET).
 
 After a change the browser is redirected back to ``/admin`` (so reloading does not repeat it),
 with a notice chosen from a fixed list: the page never echoes free text from the URL. The one
@@ -8,13 +9,16 @@ stored, never in a URL).
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
 from urllib.parse import urlencode
 
-from fastapi import APIRouter, Depends, Form, Request
+from fastapi import APIRouter, Depends, Form, HTTPException, Request
 from fastapi.responses import RedirectResponse
 from starlette.responses import Response
 
-from voxtrail.store import accounts
+from voxtrail.query import access as query_access
+from voxtrail.query.filters import parse_time, parse_zone
+from voxtrail.store import access_log, accounts
 from voxtrail.web.auth import CurrentUser, require_user, verify_csrf
 from voxtrail.web.templating import templates
 
@@ -118,3 +122,42 @@ def revoke_token(request: Request, token_id: int, user: CurrentUser = Depends(ad
     except accounts.AccountError as exc:
         return admin_page(request, error=str(exc), status_code=400)
     return done("token-revoked", token.name)
+
+
+# --- the access log ---------------------------------------------------------------------------
+
+ACCESS_LOG_PARAMS = ("since", "until", "actor", "action")
+
+
+@router.get("/admin/access-log")
+def access_log_page(request: Request, user: CurrentUser = Depends(admin_only)) -> Response:
+    """Entries newest first, filtered by time, actor and action, and whether the chain verifies.
+
+    Reading this page is not itself logged: it shows who read events, not events.
+    """
+    asked = {k: (request.query_params.get(k) or "").strip() for k in ACCESS_LOG_PARAMS}
+    try:
+        page = query_access.list_access(
+            _engine(request), since=_time(asked["since"], "since"), until=_time(asked["until"], "until"),
+            actor=asked["actor"] or None, action=asked["action"] or None,
+            cursor=request.query_params.get("cursor") or None)
+    except ValueError as exc:
+        raise HTTPException(400, str(exc)) from exc
+    filters = [(k, v) for k, v in asked.items() if v]
+    return templates.TemplateResponse(request, "admin_access_log.html", {
+        "page": page,
+        "asked": asked,
+        "actions": access_log.ACTIONS,
+        "verification": access_log.verify_access_log(_engine(request)),
+        "next_url": "/admin/access-log?" + urlencode(filters + [("cursor", page.next_cursor)])
+                    if page.next_cursor else None,
+        "first_url": "/admin/access-log" + ("?" + urlencode(filters) if filters else "")
+                     if request.query_params.get("cursor") else None,
+    })
+
+
+def _time(text: str, name: str) -> datetime | None:
+    """An ISO time (UTC unless it has an offset) or a duration back from now (7d, 36h)."""
+    if not text:
+        return None
+    return parse_time(text, now=datetime.now(timezone.utc), tz=parse_zone("UTC"), name=name)

@@ -2,46 +2,62 @@
 same list as JSON at ``GET /api/v1/events`` (``POST`` on that path is HTTP ingest, another route).
 
 Viewers get 403 on all of it: the texts people synthesised never reach them. The SQL lives in
-:mod:`voxtrail.query.events`; this module parses parameters and renders.
+:mod:`voxtrail.query.events` and :mod:`voxtrail.query.export`; this module parses parameters and
+renders.
+
+Every read of individual events is written to the access log (:mod:`voxtrail.store.access_log`)
+before the answer is sent: a page or API list (``list``, or ``search`` with a text search), one
+event (``view_event``), an export (``export``, ``GET /api/v1/events/export``). When the log refuses
+the entry the request fails with 503 and shows nothing: a read that cannot be audited is not done.
 """
 
 from __future__ import annotations
 
 import json
-from datetime import datetime
+import logging
+from datetime import datetime, timezone
+from itertools import chain, islice
 from typing import Annotated, Any
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, Depends, HTTPException, Request
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
 
 from voxtrail.event import FIELDS
+from voxtrail.keys import ENCRYPTABLE_FIELDS, KeyringError
 from voxtrail.query import events as query_events
+from voxtrail.query import export as query_export
 from voxtrail.query import panels as query_panels
 from voxtrail.query.filters import Filters
-from voxtrail.web.auth import CurrentUser, require_user
+from voxtrail.store.access_log import AccessLogError, record_access
+from voxtrail.transforms.encrypt import DecryptionError, decrypt_value, is_encrypted
+from voxtrail.web.auth import CurrentUser, client_address, require_user
 from voxtrail.web.dashboard import FILTER_KEYS, filter_params
 from voxtrail.web.templating import templates
 
 router = APIRouter()
+log = logging.getLogger("voxtrail.web")
 
 Auditor = Annotated[CurrentUser, Depends(require_user("auditor"))]
 
 #: Parameters of the event list besides the dashboard's filters.
 LIST_PARAMS = ("q", "user", "cursor", "limit")
+#: Parameters of an export besides the dashboard's filters.
+EXPORT_PARAMS = ("q", "user", "limit", "format")
 FILTER_LABELS = {"node": "Node", "model": "Model", "model_version": "Version", "emotion": "Emotion",
                  "emotion_control": "Emotion control", "status": "Status"}
 DEFAULT_RANGE = "7d"
 
 
-def _list_args(request: Request) -> tuple[Filters, dict[str, Any]]:
+def _list_args(request: Request, *, exclude: tuple[str, ...] = LIST_PARAMS,
+               default_limit: int = query_events.DEFAULT_PAGE_SIZE) -> tuple[Filters, dict[str, Any]]:
     # The page's form sends every field; an empty one means "not set".
-    params = {k: v for k, v in filter_params(request, exclude=LIST_PARAMS).items() if v not in ("", [])}
+    params = {k: v for k, v in filter_params(request, exclude=exclude).items() if v not in ("", [])}
     if not any(k in params for k in ("range", "since", "until")):
         params["range"] = DEFAULT_RANGE
     try:
         filters = Filters.from_params(params)
-        limit_text = request.query_params.get("limit") or str(query_events.DEFAULT_PAGE_SIZE)
+        limit_text = request.query_params.get("limit") or str(default_limit)
         if not limit_text.isdigit():
             raise ValueError(f"limit must be a whole number, not {limit_text!r}")
         search = query_events.validate_search(request.query_params.get("q"))
@@ -55,29 +71,110 @@ def _list_args(request: Request) -> tuple[Filters, dict[str, Any]]:
     }
 
 
-def _page(request: Request) -> tuple[Filters, dict[str, Any], query_events.EventPage]:
+def _page(request: Request, user: CurrentUser) -> tuple[Filters, dict[str, Any], query_events.EventPage]:
     filters, args = _list_args(request)
     try:
         page = query_events.list_events(request.app.state.store.engine, filters, **args)
     except ValueError as exc:
         raise HTTPException(400, str(exc)) from exc
+    audit(request, user, "search" if args["search"] else "list", query=asked(filters, args),
+          row_count=len(page.rows))
     return filters, args, page
+
+
+# --- the access log -------------------------------------------------------------------------------
+
+def asked(filters: Filters, args: dict[str, Any]) -> dict[str, Any]:
+    """What a person asked for, as the access log keeps it: the parameters as given (a relative
+    range stays ``7d``) and the window they resolved to, so the entry says which rows were in reach."""
+    query: dict[str, Any] = dict(filters.to_params())
+    query["since"] = filters.since.isoformat().replace("+00:00", "Z")
+    query["until"] = filters.until.isoformat().replace("+00:00", "Z")
+    query.update({k: v for k, v in args.items() if v is not None})
+    return query
+
+
+def audit(request: Request, user: CurrentUser, action: str, *, target: str | None = None,
+          query: dict[str, Any] | None = None, row_count: int) -> None:
+    """Append the access-log entry for this read; 503 (and nothing shown) when it is refused."""
+    try:
+        record_access(request.app.state.store.engine, actor=user.name, role=user.role,
+                      channel="api" if request.url.path.startswith("/api/") else "web", action=action,
+                      target=target, query=query, row_count=row_count, client=client_address(request))
+    except AccessLogError as exc:
+        log.error("%s %s by %s refused: %s", request.method, request.url.path, user.name, exc)
+        raise HTTPException(503, "the access log cannot record this read, so it was not done; "
+                                 "retry later or ask an admin to check the database",
+                            headers={"Retry-After": "5"}) from exc
 
 
 @router.get("/api/v1/events")
 def events_json(request: Request, user: Auditor) -> JSONResponse:
     """Matching events, newest first: ``events``, ``next_cursor`` (pass as ``cursor``), ``total``."""
-    _, _, page = _page(request)
+    _, _, page = _page(request, user)
     return JSONResponse(page.as_dict())
+
+
+# Declared before /api/v1/events/{request_id}, which would otherwise take "export" as an id (an
+# event whose request_id is literally "export" is still shown at /events/export).
+@router.get("/api/v1/events/export")
+def events_export(request: Request, user: Auditor) -> StreamingResponse:
+    """Every field of the matching events, newest first, as ``format=ndjson`` (default) or ``csv``,
+    at most ``limit`` rows (default 10,000, at most 100,000); the list's filters apply."""
+    fmt = request.query_params.get("format") or "ndjson"
+    if fmt not in query_export.FORMATS:
+        raise HTTPException(400, f"format must be one of {', '.join(query_export.FORMATS)}, not {fmt!r}")
+    filters, args = _list_args(request, exclude=EXPORT_PARAMS, default_limit=query_export.DEFAULT_LIMIT)
+    del args["cursor"]
+    engine = request.app.state.store.engine
+    try:
+        ids, more = query_export.export_ids(engine, filters, **args)
+    except ValueError as exc:
+        raise HTTPException(400, str(exc)) from exc
+    rows = query_export.export_rows(engine, ids, reveal=_revealer(request))
+    # The first chunk is read (and decrypted) before anything is logged or sent: a missing key
+    # is an error answer, not a download cut short.
+    try:
+        first = list(islice(rows, query_export.CHUNK))
+    except (KeyringError, DecryptionError) as exc:
+        raise HTTPException(500, f"cannot export: {exc}") from exc
+    # Logged before the first byte is sent, with the number of rows the export holds.
+    audit(request, user, "export", query={**asked(filters, args), "format": fmt}, row_count=len(ids))
+    return StreamingResponse(query_export.encode(chain(first, rows), fmt), media_type=query_export.FORMATS[fmt],
+                             headers=_export_headers(fmt, len(ids), more))
+
+
+def _export_headers(fmt: str, rows: int, truncated: bool) -> dict[str, str]:
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    return {
+        "Content-Disposition": f'attachment; filename="voxtrail-events-{stamp}.{fmt}"',
+        "X-Voxtrail-Rows": str(rows),
+        # More rows matched than limit allowed: narrow the filters or raise limit.
+        "X-Voxtrail-Truncated": "true" if truncated else "false",
+    }
 
 
 @router.get("/api/v1/events/{request_id:path}")
 def event_json(request_id: str, request: Request, user: Auditor) -> JSONResponse:
-    return JSONResponse(query_events.jsonable(_event_or_404(request, request_id)))
+    return JSONResponse(query_events.jsonable(_event_or_404(request, user, request_id)))
 
 
-def _event_or_404(request: Request, request_id: str) -> dict[str, Any]:
+def _revealer(request: Request):
+    """Auditors (and admins) read plaintext: decrypt what the store encrypted."""
+    store = request.app.state.store
+
+    def reveal(row: dict[str, Any]) -> dict[str, Any]:
+        for name in ENCRYPTABLE_FIELDS:
+            if is_encrypted(row.get(name)):
+                row[name] = decrypt_value(row[name], store.keyring, name, row["request_id"])
+        return row
+
+    return reveal
+
+
+def _event_or_404(request: Request, user: CurrentUser, request_id: str) -> dict[str, Any]:
     event = query_events.get_event(request.app.state.store.engine, request_id)
+    audit(request, user, "view_event", target=request_id, row_count=0 if event is None else 1)
     if event is None:
         raise HTTPException(404, f"no event with request_id {request_id!r}")
     return event
@@ -85,7 +182,7 @@ def _event_or_404(request: Request, request_id: str) -> dict[str, Any]:
 
 @router.get("/events", response_class=HTMLResponse, include_in_schema=False)
 def events_page(request: Request, user: Auditor) -> HTMLResponse:
-    filters, args, page = _page(request)
+    filters, args, page = _page(request, user)
     options = query_panels.filter_options(request.app.state.store, filters)
     selected = {key: list(getattr(filters, key, ()) or ()) for key in FILTER_KEYS}
     params = [(k, v) for k, v in request.query_params.multi_items() if k != "cursor"]
@@ -101,13 +198,16 @@ def events_page(request: Request, user: Auditor) -> HTMLResponse:
                   for key in FILTER_KEYS],
         "next_url": _url("/events", params + [("cursor", page.next_cursor)]) if page.next_cursor else None,
         "first_url": _url("/events", params) if args["cursor"] else None,
+        "export_urls": {fmt: _url("/api/v1/events/export", _export_params(request, fmt))
+                        for fmt in query_export.FORMATS},
+        "export_limit": query_export.DEFAULT_LIMIT,
         "fmt": FORMATTERS,
     })
 
 
 @router.get("/events/{request_id:path}", response_class=HTMLResponse, include_in_schema=False)
 def event_page(request_id: str, request: Request, user: Auditor) -> HTMLResponse:
-    event = _event_or_404(request, request_id)
+    event = _event_or_404(request, user, request_id)
     rows = [(f.name, f.doc, _field_value(f.name, event.get(f.name), f.kind, f.unit)) for f in FIELDS]
     rows.append(("ingested_at", "When voxtrail stored the event (UTC).",
                  _field_value("ingested_at", event["ingested_at"], "timestamp")))
@@ -116,6 +216,12 @@ def event_page(request_id: str, request: Request, user: Auditor) -> HTMLResponse
 
 def _menu_values(available, selected: list[str]) -> list[str]:
     return list(dict.fromkeys([*(str(v) for v in available if v is not None), *selected]))
+
+
+def _export_params(request: Request, fmt: str) -> list[tuple[str, str]]:
+    """The page's filters without its paging, for a download of every matching row."""
+    return [(k, v) for k, v in request.query_params.multi_items()
+            if k not in ("cursor", "limit", "format") and v != ""] + [("format", fmt)]
 
 
 def _url(path: str, params: list[tuple[str, str]]) -> str:

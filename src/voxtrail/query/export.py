@@ -1,0 +1,97 @@
+"""Exports of individual events (every field) as NDJSON or CSV, streamed.
+
+An export happens in two steps so that the access log can say exactly how many rows it holds
+before the first byte leaves: :func:`export_ids` picks the matching rows (ids only, newest first,
+at most ``limit``), then :func:`export_rows` reads them in chunks of :data:`CHUNK` while they are
+sent. The filters are the event list's (:func:`voxtrail.query.events.conditions`).
+
+CSV cells of text that start with ``= + - @`` (or a tab / carriage return) get a leading ``'`` so
+that a spreadsheet shows them instead of running them as formulas: event texts are user input.
+NDJSON is exact.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from typing import Any, Callable, Iterable, Iterator
+
+import sqlalchemy as sa
+
+from voxtrail.event import FIELD_NAMES
+from voxtrail.query.events import FiltersLike, conditions, jsonable, validate_search
+from voxtrail.store.schema import tts_events
+
+FORMATS = {"ndjson": "application/x-ndjson", "csv": "text/csv; charset=utf-8"}
+COLUMNS = (*FIELD_NAMES, "ingested_at")
+DEFAULT_LIMIT = 10_000
+MAX_LIMIT = 100_000
+CHUNK = 1_000
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def export_ids(engine: sa.Engine, filters: FiltersLike | None, *, search: str | None = None,
+               user: str | None = None, limit: int = DEFAULT_LIMIT) -> tuple[list[int], bool]:
+    """Ids of the matching events, newest first, at most ``limit``; and whether more matched."""
+    if not 1 <= limit <= MAX_LIMIT:
+        raise ValueError(f"limit must be between 1 and {MAX_LIMIT:,}")
+    c = tts_events.c
+    where = conditions(filters, search=validate_search(search), user=user)
+    query = sa.select(c.id).where(*where).order_by(c.ts.desc(), c.id.desc()).limit(limit + 1)
+    with engine.connect() as conn:
+        ids = list(conn.execute(query).scalars())
+    return ids[:limit], len(ids) > limit
+
+
+def export_rows(engine: sa.Engine, ids: list[int],
+                reveal: Callable[[dict[str, Any]], dict[str, Any]] = lambda row: row) -> Iterator[dict[str, Any]]:
+    """Every field of the events ``ids`` in that order; ``reveal`` maps each row (decryption).
+
+    A chunk is a run of consecutive ids of the export's order, so ordering each chunk the same
+    way keeps the whole order. A connection is held per chunk only.
+    """
+    c = tts_events.c
+    for start in range(0, len(ids), CHUNK):
+        chunk = ids[start:start + CHUNK]
+        query = (sa.select(*(c[name] for name in COLUMNS)).where(c.id.in_(chunk))
+                 .order_by(c.ts.desc(), c.id.desc()))
+        with engine.connect() as conn:
+            rows = [dict(r._mapping) for r in conn.execute(query)]
+        for row in rows:
+            yield reveal(row)
+
+
+def ndjson_lines(rows: Iterable[dict[str, Any]]) -> Iterator[bytes]:
+    for row in rows:
+        yield (json.dumps(jsonable(row), ensure_ascii=False, default=str) + "\n").encode("utf-8")
+
+
+def csv_lines(rows: Iterable[dict[str, Any]]) -> Iterator[bytes]:
+    """A header line, then one line per row (JSON fields as JSON text, null as an empty cell)."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\r\n")
+    writer.writerow(COLUMNS)
+    for row in rows:
+        writer.writerow([_cell(value) for value in jsonable(row).values()])
+        yield buffer.getvalue().encode("utf-8")
+        buffer.seek(0)
+        buffer.truncate()
+    if buffer.getvalue():  # only the header: no rows
+        yield buffer.getvalue().encode("utf-8")
+
+
+def _cell(value: Any) -> Any:
+    if value is None:
+        return ""
+    if isinstance(value, (dict, list)):
+        return json.dumps(value, ensure_ascii=False)
+    if isinstance(value, str) and value.startswith(_FORMULA_START):
+        return "'" + value
+    return value
+
+
+def encode(rows: Iterable[dict[str, Any]], fmt: str) -> Iterator[bytes]:
+    if fmt not in FORMATS:
+        raise ValueError(f"format must be one of {', '.join(FORMATS)}, not {fmt!r}")
+    return ndjson_lines(rows) if fmt == "ndjson" else csv_lines(rows)
