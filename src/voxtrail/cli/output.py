@@ -40,3 +40,18 @@ def byte_progress(total: int | None, enabled: bool, description: str) -> Iterato
     with Progress(*columns, console=err_console, transient=True) as progress:
         task = progress.add_task(description, total=total)
         yield lambda n: progress.advance(task, n)
+
+
+@contextmanager
+def count_progress(total: int | None, enabled: bool, description: str, unit: str = "rows") -> Iterator[Callable[[int], None]]:
+    """A progress bar over counted items (rows, events) on a terminal; a no-op otherwise."""
+    if not enabled or not err_console.is_terminal:
+        yield lambda n: None
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn(unit),
+               TimeRemainingColumn()]
+    with Progress(*columns, console=err_console, transient=True) as progress:
+        task = progress.add_task(description, total=total)
+        yield lambda n: progress.advance(task, n)

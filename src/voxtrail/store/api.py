@@ -9,13 +9,15 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 
 from voxtrail import config
-from voxtrail.event import EventBatch
+from voxtrail.event import EventBatch, Reject
 from voxtrail.store import chain, rollups
 from voxtrail.store.bulk import EncodedBatch, PreparedBatch, close_writer, outside_transaction, prepare, writer_for
 from voxtrail.store.checkpoints import Checkpoint, load_checkpoints, save_checkpoint, save_rejects
 from voxtrail.store.engine import StoreError, check_connection, first_line, make_engine, normalize_url
 from voxtrail.store.migrate import migrate
 from voxtrail.store.protection import Protection
+from voxtrail.store.purge import HorizonCache
+from voxtrail.transforms.normalize import excerpt
 from voxtrail.store.schema import tts_events
 
 _ATTEMPTS = 5
@@ -54,6 +56,7 @@ class Store:
         self.dialect = dialect
         self.settings = settings if settings is not None else config.load()
         self.protection = Protection(self.settings)
+        self._horizon = HorizonCache()
         self.display_url = engine.url.render_as_string(hide_password=True)
         self._writer = writer_for(dialect)
         self._errors = (sa.exc.SQLAlchemyError, engine.dialect.loaded_dbapi.Error)
@@ -82,6 +85,7 @@ class Store:
         """Validate and encode a batch for this store's database: pure CPU work that may run
         in another thread than :meth:`write` (the importer parses and encodes ahead)."""
         prepared = prepare(batch)
+        prepared, expired = self._drop_expired(prepared)
         sealed = None
         if prepared.size:
             frame, content = chain.seal(prepared.frame, prepared.constants)
@@ -95,7 +99,25 @@ class Store:
                 f"cannot stage a batch for {self.display_url}: {exc.strerror or exc} "
                 f"({getattr(exc, 'filename', None) or 'temporary directory'}); free space there or set TMPDIR"
             ) from exc
-        return EncodedEvents(self.dialect, prepared.size, payload, list(batch.rejects), delta, sealed)
+        return EncodedEvents(self.dialect, prepared.size, payload, [*batch.rejects, *expired], delta, sealed)
+
+    def _drop_expired(self, prepared: PreparedBatch) -> tuple[PreparedBatch, list[Reject]]:
+        """Events older than what retention already removed are quarantined, not stored again:
+        their rollups were kept, so storing them would count them twice (store/purge.py)."""
+        if not prepared.size:
+            return prepared, []
+        horizon = self._horizon.get(self.engine)
+        condition = horizon.expired(prepared.frame, prepared.constants)
+        if condition is None:
+            return prepared, []
+        flags = prepared.frame.select(condition.fill_null(False)).to_series()
+        if not flags.any():
+            return prepared, []
+        gone = prepared.frame.filter(flags)
+        reason = "event: older than the retention horizon (events of that age were purged; docs/retention.md)"
+        rejects = [Reject(int(row.get("source_offset") or -1), reason, excerpt(row))
+                   for row in gone.iter_rows(named=True)]
+        return PreparedBatch(prepared.frame.filter(~flags), prepared.constants), rejects
 
     def write(
         self,

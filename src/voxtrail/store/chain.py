@@ -204,3 +204,9 @@ def _rebind(conn: sa.Connection, after_id: int, sealed: Sealed) -> pl.Series:
         [{"_id": i, "_hash": h} for i, h in zip(bound["id"].to_list(), bound["row_hash"].to_list())],
     )
     return bound["row_hash"]
+
+
+def row_hash_of(content: str, prev_request_id: str | None) -> str:
+    """One row's hash in plain Python: the same bytes :func:`hash_expr` hashes (a test pins it)."""
+    text = content if prev_request_id is None else f"{content}{SEP}{_PREV}={prev_request_id.replace(SEP, SEP + SEP)}"
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()

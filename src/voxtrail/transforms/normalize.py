@@ -27,7 +27,7 @@ def normalize(batch: EventBatch) -> EventBatch:
         return batch
     good = frame.filter(problems.is_null())
     rejects = [
-        Reject(int(row.get("source_offset") or -1), f"event: {row['_problem']}", _excerpt(row))
+        Reject(int(row.get("source_offset") or -1), f"event: {row['_problem']}", excerpt(row))
         for row in bad.iter_rows(named=True)
     ]
     return EventBatch(good, batch.rejects + rejects, batch.constants)
@@ -58,6 +58,12 @@ def _problems(frame: pl.DataFrame, constants: dict) -> pl.Expr | None:
     return expr.otherwise(pl.lit(None, dtype=pl.Utf8))
 
 
-def _excerpt(row: dict) -> bytes:
-    row = {k: v for k, v in row.items() if v is not None and k != "_problem"}
+#: Fields that may be encrypted at rest: a quarantined event's excerpt never shows them, since
+#: tts_rejects is not encrypted (docs/encryption.md).
+NOT_IN_EXCERPTS = frozenset({"ref_audio_url", "text_input", "output_audio_url", "_problem"})
+
+
+def excerpt(row: dict) -> bytes:
+    """What a quarantined event shows of itself: its first 200 bytes, without encryptable fields."""
+    row = {k: v for k, v in row.items() if v is not None and k not in NOT_IN_EXCERPTS}
     return orjson.dumps(row, default=str)[:200]
