@@ -46,9 +46,11 @@ def key_id_of(value: str) -> str:
     return value[len(PREFIX):value.index(":", len(PREFIX))]
 
 
-def encrypt_series(values: pl.Series, request_ids: list, keyring: Keyring, field: str) -> pl.Series:
-    """A column's values encrypted under the active key (None and ciphertexts pass through)."""
-    kid = keyring.active_id
+def encrypt_series(values: pl.Series, request_ids: list, keyring: Keyring, field: str, *,
+                   kid: str | None = None) -> pl.Series:
+    """A column's values encrypted under key ``kid``, by default the active key (None and
+    ciphertexts pass through)."""
+    kid = kid or keyring.active_id
     encrypt = keyring.cipher(kid).encrypt
     texts = values.cast(pl.Utf8).to_list()
     nonces = os.urandom(NONCE_BYTES * len(texts))  # one system call for the whole column
