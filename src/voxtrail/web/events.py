@@ -90,7 +90,7 @@ def asked(filters: Filters, args: dict[str, Any]) -> dict[str, Any]:
     query: dict[str, Any] = dict(filters.to_params())
     query["since"] = filters.since.isoformat().replace("+00:00", "Z")
     query["until"] = filters.until.isoformat().replace("+00:00", "Z")
-    query.update({k: v for k, v in args.items() if v is not None})
+    query.update({"q" if k == "search" else k: v for k, v in args.items() if v is not None})
     return query
 
 
