@@ -1,6 +1,7 @@
 """``Recorder``: what a TTS service calls. ``record`` appends to the spool and returns.
 
-The caller's thread only encodes the event (orjson) and appends one frame to a local file;
+The caller's thread only masks PII in the event's text fields (docs/masking.md: the spool never
+holds it), encodes the event (orjson) and appends one frame to a local file;
 the database, HTTP or Redis I/O happens in the shipper thread (:mod:`voxtrail.recorder.shipper`).
 """
 
@@ -24,6 +25,7 @@ from voxtrail.recorder.shipper import Drain, Shipper
 from voxtrail.recorder.spool import SpoolFull, SpoolWriter, SubSpool, ensure_private_dir
 from voxtrail.recorder.stats import RateLimitedWarning, Stats
 from voxtrail.recorder.transports import Transport
+from voxtrail.transforms.mask import Masker, default_masker
 
 log = logging.getLogger("voxtrail.recorder")
 
@@ -79,7 +81,7 @@ def _json_default(value: Any) -> Any:
 
 
 def _transport_factory(db: str | None, url: str | None, token: str | None, redis: str | None, stream: str,
-                       http_timeout: float) -> tuple[Callable[[Path], Transport], str]:
+                       http_timeout: float, masker: Masker) -> tuple[Callable[[Path], Transport], str]:
     """A function making the destination's transport (a fresh one after a fork), and its name."""
     chosen = [name for name, v in (("db", db), ("url", url), ("redis", redis)) if v]
     if len(chosen) > 1:
@@ -94,11 +96,25 @@ def _transport_factory(db: str | None, url: str | None, token: str | None, redis
         return (lambda spool: RedisTransport(redis, stream)), f"redis {_hide_password(redis)} {stream}"
     from voxtrail import config
     from voxtrail.recorder.transports import DatabaseTransport
-    from voxtrail.store.engine import normalize_url
+    from voxtrail.store.engine import normalize_url, shown_url
+    from voxtrail.transforms import default_chain
 
     resolved = db or config.load().db
-    shown = normalize_url(resolved)[0].render_as_string(hide_password=True)
-    return (lambda spool: DatabaseTransport(resolved)), f"db {shown}"
+    shown = shown_url(normalize_url(resolved)[0])
+    # The shipper applies the Recorder's own masker again (idempotent: only spools written before
+    # masking existed change), not the process default that Recorder(mask=...) overrode.
+    chain = default_chain(masker=masker)
+    return (lambda spool: DatabaseTransport(resolved, chain)), f"db {shown}"
+
+
+def _resolve_masker(mask: Masker | bool | None) -> Masker:
+    if mask is None or mask is True:
+        return default_masker()
+    if mask is False:
+        return Masker.off("Recorder(mask=False)")
+    if not isinstance(mask, Masker):
+        raise TypeError(f"Recorder(mask=...) takes a Masker, True, False or None, not {type(mask).__name__}")
+    return mask
 
 
 def _hide_password(url: str) -> str:
@@ -118,6 +134,10 @@ class Recorder:
     ``redis`` (+ ``stream``; ``voxtrail collect`` moves it to a database). ``defaults`` are
     fields added to every event (``node``, ``model``, ``model_version``...). See docs/recorder.md
     for the spool, fsync policies and what each can lose.
+
+    ``mask``: PII masking of text fields in ``record()`` (docs/masking.md): None uses the
+    settings' ``[mask]`` table and ``VOXTRAIL_MASK``; a :class:`~voxtrail.transforms.mask.Masker`
+    its own policy; False turns masking off (with a warning).
     """
 
     def __init__(self, db: str | None = None, *, url: str | None = None, token: str | None = None,
@@ -126,10 +146,12 @@ class Recorder:
                  max_spool_bytes: int = DEFAULT_MAX_SPOOL_BYTES, segment_bytes: int = DEFAULT_SEGMENT_BYTES,
                  batch_size: int = 20000, flush_interval: float = 0.2, max_backoff: float = 30.0,
                  close_timeout: float = 10.0, http_timeout: float = 10.0,
-                 defaults: Mapping[str, Any] | None = None):
+                 defaults: Mapping[str, Any] | None = None, mask: Masker | bool | None = None):
         if defaults:
             check_fields(defaults)
-        self._new_transport, destination = _transport_factory(db, url, token, redis, stream, http_timeout)
+        self._masker = _resolve_masker(mask)
+        self._new_transport, destination = _transport_factory(db, url, token, redis, stream, http_timeout,
+                                                              self._masker)
         self.spool_dir = Path(spool_dir) if spool_dir is not None else default_spool_dir()
         ensure_private_dir(self.spool_dir)
         self._claim_spool(destination)
@@ -215,6 +237,8 @@ class Recorder:
         rid = event.get("request_id")
         if rid is None:
             rid = event["request_id"] = new_request_id()
+        if self._masker.enabled:
+            self._masker.mask_event(event)
         if event.get("ts") is None:
             event["ts"] = datetime.now(timezone.utc)
         if "status" not in event:

@@ -120,6 +120,7 @@ class _Slot:
                 )
                 stmt.bind_stream(data)  # the Arrow C stream interface: no Python object per value
                 stmt.execute_update()  # runs without the GIL
+        os.chmod(self.path, 0o600)  # rows hold texts; the 0700 directory already shuts others out
 
     def discard(self) -> None:
         with contextlib.suppress(FileNotFoundError):

@@ -7,8 +7,10 @@ every failure to reach the database becomes a :class:`StoreError` with one actio
 
 from __future__ import annotations
 
+import logging
 import os
 import re
+import ssl
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -33,14 +35,41 @@ _DRIVERS = {
 #: NO_BACKSLASH_ESCAPES) is what the bulk writer's literal quoting relies on.
 _MYSQL_INIT = "SET time_zone = '+00:00', sql_mode = 'TRADITIONAL'"
 
+#: Query parameters holding a secret (a password, a private key's passphrase). They reach the
+#: driver as connect arguments and are dropped from the engine's URL, so no rendering of that
+#: URL (status lines, logs, error messages) can show them.
+_SECRET_PARAMS = frozenset({"password", "passwd", "sslpassword", "ssl_key_password"})
+
+#: MySQL TLS parameters, in SQLAlchemy's spelling (ssl_ca...) and PyMySQL's (ssl_verify_cert...).
+_MYSQL_TLS = ("ssl_ca", "ssl_capath", "ssl_cert", "ssl_key", "ssl_key_password", "ssl_cipher",
+              "ssl_check_hostname", "ssl_verify_cert", "ssl_verify_identity")
+_TRUE, _FALSE = {"1", "true", "yes", "on"}, {"0", "false", "no", "off"}
+
+log = logging.getLogger("voxtrail.store")
+_warned_readable: set[str] = set()
+
 
 class StoreError(Exception):
     """A database problem the user can fix; ``str()`` is one line that says what to do."""
 
 
+_SECRET_QUERY = re.compile(r"(?<=[?&])(%s)=[^&]*" % "|".join(sorted(_SECRET_PARAMS)), re.IGNORECASE)
+
+
 def _mask(text: str) -> str:
     """Hide a password in a URL-ish string we could not parse (so cannot render safely)."""
-    return re.sub(r"(://[^:/@]*):[^@]*@", r"\1:***@", text)
+    text = re.sub(r"(://[^:/@]*):.*@", r"\1:***@", text)  # up to the last @: a password may hold one
+    return _SECRET_QUERY.sub(r"\1=***", text)
+
+
+def shown_url(u: URL) -> str:
+    """``u`` for messages and logs: its password and secret query values hidden."""
+    return _SECRET_QUERY.sub(r"\1=***", u.render_as_string(hide_password=True))
+
+
+def _split_secrets(u: URL) -> tuple[URL, dict]:
+    secrets = {k: v for k, v in u.query.items() if k.lower() in _SECRET_PARAMS}
+    return u.difference_update_query(secrets), secrets
 
 
 def normalize_url(url: str | URL | None) -> tuple[URL, str]:
@@ -56,7 +85,7 @@ def normalize_url(url: str | URL | None) -> tuple[URL, str]:
     scheme = u.drivername.split("+", 1)[0]
     if scheme not in _DRIVERS:
         raise StoreError(
-            f"unsupported database {scheme!r} in {u.render_as_string(hide_password=True)}: "
+            f"unsupported database {scheme!r} in {shown_url(u)}: "
             "use sqlite:///file.db, postgresql://... or mysql://... (MariaDB too)"
         )
     dialect, driver = _DRIVERS[scheme]
@@ -85,10 +114,69 @@ def _prepare_sqlite_file(u: URL, shown: str) -> None:
     try:
         fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
     except FileExistsError:
+        _warn_if_readable(path)
         return
     except OSError as exc:
         raise StoreError(f"cannot create SQLite database {str(path)!r}: {exc.strerror}; check permissions") from None
     os.close(fd)
+
+
+def _warn_if_readable(path: Path) -> None:
+    """Say once per file if others may read it; its mode is the owner's choice, so not changed."""
+    try:
+        mode = path.stat().st_mode & 0o777
+    except OSError:
+        return  # SQLite itself will report what is wrong with the path
+    key = str(path.resolve())
+    if mode & 0o077 and key not in _warned_readable:
+        _warned_readable.add(key)
+        log.warning("%s is readable by other users (mode %03o) and holds what users asked to synthesise: "
+                    "run 'chmod 600 %s' (voxtrail creates its databases 0600)", path, mode, path)
+
+
+def _flag(options: dict, name: str, default: bool) -> bool:
+    value = options.get(name)
+    if value is None:
+        return default
+    if str(value).lower() in _TRUE | _FALSE:
+        return str(value).lower() in _TRUE
+    raise StoreError(f"{name}={value!r} in the database URL: use true or false")
+
+
+def _mysql_tls(u: URL, shown: str) -> dict:
+    """Connect arguments making a MySQL URL's TLS parameters one SSLContext that verifies the server.
+
+    Left to themselves, SQLAlchemy folds ssl_ca/ssl_cert/ssl_key into PyMySQL's ``ssl`` dict and
+    passes ssl_verify_cert/ssl_verify_identity on as strings; PyMySQL then rebuilds its settings
+    from the latter and silently drops the CA and the client certificate (and reads "false" as
+    true). The context built here replaces both, so every documented spelling does what it says;
+    the parameters stay in the URL, so ``voxtrail status`` shows them.
+    """
+    query = dict(u.query)
+    if "ssl_disabled" in query and _flag(query, "ssl_disabled", False):
+        return {"ssl_disabled": True, "ssl": None, "ssl_verify_cert": None, "ssl_verify_identity": None}
+    options = {k: query[k] for k in _MYSQL_TLS if k in query}
+    if not options:
+        return {"ssl_disabled": False} if "ssl_disabled" in query else {}
+    verify = _flag(options, "ssl_verify_cert", True)
+    check_host = verify and _flag(options, "ssl_verify_identity", True) and _flag(options, "ssl_check_hostname", True)
+    try:
+        ctx = ssl.create_default_context(cafile=options.get("ssl_ca"), capath=options.get("ssl_capath"))
+        ctx.verify_flags &= ~ssl.VERIFY_X509_STRICT  # MySQL's self-made certificates lack the strict extensions
+        ctx.check_hostname = check_host
+        if not verify:
+            ctx.verify_mode = ssl.CERT_NONE
+        if "ssl_cert" in options:
+            ctx.load_cert_chain(options["ssl_cert"], keyfile=options.get("ssl_key"),
+                                password=options.get("ssl_key_password"))
+        if "ssl_cipher" in options:
+            ctx.set_ciphers(options["ssl_cipher"])
+    except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
+        files = ", ".join(f"{k}={options[k]}" for k in ("ssl_ca", "ssl_capath", "ssl_cert", "ssl_key") if k in options)
+        raise StoreError(f"cannot use the TLS settings of {shown} ({files}): {exc.strerror or exc}; "
+                         "check that the files exist, are PEM and readable") from None
+    overridden = {k: None for k in ("ssl_verify_cert", "ssl_verify_identity", "ssl_key_password") if k in options}
+    return {**overridden, "ssl_disabled": False, "ssl": ctx}
 
 
 def _sqlite_listeners(engine: sa.Engine) -> None:
@@ -115,7 +203,7 @@ def _sqlite_listeners(engine: sa.Engine) -> None:
 
 
 def make_engine(u: URL, dialect: str) -> sa.Engine:
-    shown = u.render_as_string(hide_password=True)
+    shown = shown_url(u)
     try:
         if dialect == "sqlite":
             _prepare_sqlite_file(u, shown)
@@ -125,16 +213,20 @@ def make_engine(u: URL, dialect: str) -> sa.Engine:
             engine = sa.create_engine(u, **kw)
             _sqlite_listeners(engine)
         elif dialect == "postgresql":
-            args = {"connect_timeout": 10}
+            u, secrets = _split_secrets(u)
+            args = {"connect_timeout": 10, **secrets}
             if "options" not in u.query:
                 args["options"] = "-c TimeZone=UTC"  # now() and ts (UTC-naive) compare correctly
             engine = sa.create_engine(u, pool_pre_ping=True, connect_args=args)
         else:
+            tls = _mysql_tls(u, shown)
+            u, secrets = _split_secrets(u)
             # client_flag=0 drops SQLAlchemy's FOUND_ROWS so an ON DUPLICATE KEY no-op reports 0
             # affected rows: that is how the bulk writer tells inserts from duplicates.
             engine = sa.create_engine(
                 u, pool_pre_ping=True, pool_recycle=3600,
-                connect_args={"client_flag": 0, "init_command": _MYSQL_INIT, "connect_timeout": 10},
+                connect_args={"client_flag": 0, "init_command": _MYSQL_INIT, "connect_timeout": 10,
+                              **secrets, **tls},
             )
     except StoreError:
         raise
@@ -155,7 +247,7 @@ def first_line(exc: BaseException) -> str:
 
 def check_connection(engine: sa.Engine, dialect: str) -> None:
     """Connect once now so a wrong URL fails at startup, not in the middle of an import."""
-    shown = engine.url.render_as_string(hide_password=True)
+    shown = shown_url(engine.url)
     try:
         with engine.connect() as conn:
             conn.exec_driver_sql("SELECT 1")
