@@ -218,3 +218,17 @@ def test_serve_status_and_recorder_never_show_passwords_tokens_or_session_ids(fr
         assert secret not in logged
         assert secret not in caplog.text and secret not in error
     assert any(r.name.startswith("httpx") for r in caplog.records)  # the client's own log was captured
+
+
+def test_redis_and_collector_urls_with_a_password_are_masked(tmp_path):
+    proc = voxtrail("collect", "--redis", f"redis://:{SECRET}@127.0.0.1:1/0", "--db", f"sqlite:///{tmp_path}/c.db",
+                    "--drain")
+    assert_one_line_error(proc, "redis://:***@127.0.0.1:1/0")
+    assert SECRET not in proc.stderr + proc.stdout
+    rec = Recorder(url=f"http://node:{SECRET}@127.0.0.1:1", spool_dir=tmp_path / "spool", max_backoff=0.2)
+    try:
+        rec.record(text_input="hello")
+        assert wait_until(lambda: "cannot reach collector" in (rec.stats()["last_error"] or ""))
+        assert SECRET not in rec.stats()["last_error"] and "node:***@" in rec.stats()["last_error"]
+    finally:
+        rec.close(timeout=0)

@@ -43,11 +43,12 @@ def collect_command(redis_url, stream, group, consumer, db, config_file, batch_s
     import redis
 
     from voxtrail.sources.redis_stream import RedisUnavailable, StreamCollector
+    from voxtrail.store.engine import mask_url
 
     try:
         client = redis.Redis.from_url(redis_url, socket_timeout=30, socket_connect_timeout=5)
     except ValueError as exc:
-        fail(f"invalid Redis URL {redis_url!r}: {exc}; expected e.g. redis://127.0.0.1:6379/0")
+        fail(f"invalid Redis URL {mask_url(redis_url)!r}: {exc}; expected e.g. redis://127.0.0.1:6379/0")
     name = consumer or f"{socket.gethostname()}-{os.getpid()}"
     with opened_store(db, None, config_file) as (store, _):
         collector = StreamCollector(client, store, stream=stream, group=group, consumer=name, batch_size=batch_size,
@@ -55,7 +56,7 @@ def collect_command(redis_url, stream, group, consumer, db, config_file, batch_s
         try:
             collector.prepare()
         except RedisUnavailable as exc:
-            fail(f"{exc} ({redis_url})")
+            fail(f"{exc} ({mask_url(redis_url)})")
         stop = threading.Event()
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda *_: stop.set())
@@ -66,7 +67,7 @@ def collect_command(redis_url, stream, group, consumer, db, config_file, batch_s
         try:
             stats = collector.run(stop, until_empty=drain)
         except RedisUnavailable as exc:
-            fail(f"{exc} ({redis_url})")
+            fail(f"{exc} ({mask_url(redis_url)})")
         finally:
             client.close()
     if as_json:

@@ -19,6 +19,7 @@ import logging
 import os
 from datetime import datetime, timezone
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import orjson
 
@@ -28,6 +29,12 @@ from voxtrail.recorder.transports import Delivered, Retry, SpoolBatch
 log = logging.getLogger("voxtrail.recorder")
 ENDPOINT = "/api/v1/events"
 _RETRY_STATUS = {401, 403, 408, 429}
+
+
+def shown_url(url: str) -> str:
+    """The collector's URL for messages and logs: a password in it (basic auth) shown as ***."""
+    password = urlsplit(url).password
+    return url if password is None else url.replace(f":{password}@", ":***@", 1)
 
 
 def endpoint_url(url: str) -> str:
@@ -54,6 +61,7 @@ class HttpTransport:
 
         self._httpx = httpx
         self.url = endpoint_url(url)
+        self.shown = shown_url(self.url)
         headers = {"Content-Type": "application/x-ndjson", "User-Agent": "voxtrail-recorder"}
         if token:
             headers["Authorization"] = f"Bearer {token}"
@@ -82,7 +90,7 @@ class HttpTransport:
             elif status in _RETRY_STATUS or status >= 500 or status < 400:
                 reason, _ = _reason(response)
                 hint = "; check the token (voxtrail token create NAME --scope ingest)" if status in (401, 403) else ""
-                raise Retry(f"collector {self.url} answered {reason}{hint}")
+                raise Retry(f"collector {self.shown} answered {reason}{hint}")
             else:
                 reason, index = _reason(response)
                 bad = [index] if index is not None and 0 <= index < size else list(range(size))
@@ -96,7 +104,7 @@ class HttpTransport:
         try:
             return self.client.post(self.url, content=body)
         except self._httpx.HTTPError as exc:
-            raise Retry(f"cannot reach collector {self.url}: {exc or type(exc).__name__}") from exc
+            raise Retry(f"cannot reach collector {self.shown}: {exc or type(exc).__name__}") from exc
 
     def _reject(self, payloads: list[bytes], reason: str) -> None:
         """Set refused events aside, with the reason, where an operator can inspect and re-send them."""

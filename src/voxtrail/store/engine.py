@@ -56,9 +56,9 @@ class StoreError(Exception):
 _SECRET_QUERY = re.compile(r"(?<=[?&])(%s)=[^&]*" % "|".join(sorted(_SECRET_PARAMS)), re.IGNORECASE)
 
 
-def _mask(text: str) -> str:
-    """Hide a password in a URL-ish string we could not parse (so cannot render safely)."""
-    text = re.sub(r"(://[^:/@]*):.*@", r"\1:***@", text)  # up to the last @: a password may hold one
+def mask_url(text: str) -> str:
+    """Hide the password of any URL-ish text (Redis, HTTP, or one SQLAlchemy could not parse)."""
+    text = re.sub(r"(://[^:/@]*):[^/]*@", r"\1:***@", text)  # up to the host's @: a password may hold one
     return _SECRET_QUERY.sub(r"\1=***", text)
 
 
@@ -79,7 +79,7 @@ def normalize_url(url: str | URL | None) -> tuple[URL, str]:
         u = make_url(raw)
     except Exception:
         raise StoreError(
-            f"invalid database URL {_mask(str(raw))!r}: expected e.g. sqlite:///voxtrail.db, "
+            f"invalid database URL {mask_url(str(raw))!r}: expected e.g. sqlite:///voxtrail.db, "
             "postgresql://user:password@host/db or mysql://user:password@host/db"
         ) from None
     scheme = u.drivername.split("+", 1)[0]
