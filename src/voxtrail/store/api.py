@@ -88,7 +88,13 @@ class Store:
         prepared, expired = self._drop_expired(prepared)
         sealed = None
         if prepared.size:
-            frame, content = chain.seal(prepared.frame, prepared.constants)
+            frame = prepared.frame
+            if self.dialect != "sqlite":
+                # The PostgreSQL and MySQL writers insert in request_id order (concurrent writers
+                # then lock rows in the same order); row hashes bind each row to the one before
+                # it in insertion order, so seal in that order.
+                frame = frame.sort("request_id")
+            frame, content = chain.seal(frame, prepared.constants)
             sealed = chain.Sealed(frame["request_id"], content, frame["row_hash"])
             prepared = self.protection.encrypt(PreparedBatch(frame, prepared.constants))
         delta = rollups.batch_delta(prepared) if prepared.size else None

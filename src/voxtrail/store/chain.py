@@ -139,6 +139,13 @@ def link_from_row(row) -> Link:
 def append_link(conn: sa.Connection, first_id: int, last_id: int, row_count: int, digest_hex: str) -> Link:
     """Append the link of a write; the caller holds the writers' lock (rollups.mark)."""
     prev = last_link(conn)
+    if first_id <= prev.last_id:
+        from voxtrail.store.engine import StoreError
+
+        # MySQL before 8.0 resets AUTO_INCREMENT to max(id) + 1 at restart: after a purge of
+        # the newest rows, ids would be reused and the chain's id ranges would overlap.
+        raise StoreError(f"the database handed out id {first_id} again (link {prev.seq} ends at id {prev.last_id}): "
+                         f"raise tts_events' AUTO_INCREMENT above {prev.last_id} and retry")
     seq = prev.seq + 1
     link = Link(seq, first_id, last_id, row_count, digest_hex, prev.link_hash, "")
     values = {"seq": seq, "first_id": first_id, "last_id": last_id, "row_count": row_count, "digest": digest_hex,

@@ -136,6 +136,9 @@ tts_events = sa.Table(
     "tts_events", metadata, *event_columns(),
     sa.Index("ux_tts_events_request_id", "request_id", unique=True),
     sa.Index("ix_tts_events_ts", "ts"),
+    # Ids are write order and never reused (the hash chain's links are id ranges): without
+    # AUTOINCREMENT SQLite would hand out again the ids of the newest rows a purge deleted.
+    sqlite_autoincrement=True,
     **MYSQL_TABLE_KW,
 )
 

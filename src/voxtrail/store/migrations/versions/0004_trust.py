@@ -26,7 +26,14 @@ depends_on = None
 
 
 def upgrade() -> None:
-    op.add_column("tts_events", sa.Column("row_hash", sa.String(64)))
+    if op.get_bind().dialect.name == "sqlite":
+        # SQLite can only add AUTOINCREMENT by rebuilding the table (rows keep their ids, and
+        # sqlite_sequence starts above the largest): ids must never be reused after a purge.
+        with op.batch_alter_table("tts_events", recreate="always",
+                                  table_kwargs={"sqlite_autoincrement": True}) as batch:
+            batch.add_column(sa.Column("row_hash", sa.String(64)))
+    else:
+        op.add_column("tts_events", sa.Column("row_hash", sa.String(64)))
     op.create_table("voxtrail_chain", *chain_link_columns(), **MYSQL_TABLE_KW)
     op.create_index("ix_voxtrail_chain_first_id", "voxtrail_chain", ["first_id"])
     op.create_table("voxtrail_chain_gaps", *chain_gap_columns(), **MYSQL_TABLE_KW)
