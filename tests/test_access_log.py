@@ -187,7 +187,10 @@ def test_admin_page_for_admins_only(sqlite_url, app_for):
     assert "The chain is broken at entry 1" in admin.get("/admin/access-log").text
 
 
-def test_admin_page_pages_through_entries(sqlite_url):
+def test_admin_page_pages_through_entries(sqlite_url, monkeypatch):
+    from voxtrail.web import admin as admin_module
+
+    monkeypatch.setattr(admin_module, "AUTO_VERIFY_MAX", 50)
     app = make_app(sqlite_url, routers=ROUTERS)
     try:
         for i in range(55):
@@ -199,6 +202,10 @@ def test_admin_page_pages_through_entries(sqlite_url):
         assert first.text.count("<tr data-entry") == 50 and 'data-entry="55"' in first.text
         older = admin.get("/admin/access-log", params={"cursor": "6"})
         assert older.text.count("<tr data-entry") == 5 and 'rel="next"' not in older.text
+        # A log longer than AUTO_VERIFY_MAX is verified when asked.
+        assert "Verify the chain now" in first.text and "The chain verifies" not in first.text
+        verified = admin.get("/admin/access-log", params={"verify": "1"}).text
+        assert "The chain verifies: all 55 entries" in " ".join(verified.split())
     finally:
         app.state.store.close()
 

@@ -80,7 +80,7 @@ def _verify(engine, as_json: bool) -> None:
     result = verify_access_log(engine)
     newest = head(engine)
     if as_json:
-        print_json({**result._asdict(), **newest})
+        print_json({**result._asdict(), **newest})  # last_id/last_hash: a checkpoint to keep
     elif result.ok and not result.checked:
         click.echo("access log OK: no entries yet")
     elif result.ok:

@@ -18,11 +18,11 @@ An audited read that cannot be audited is refused: :func:`record_access` raises
 from __future__ import annotations
 
 import hashlib
-import json
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from typing import Any, Iterator, NamedTuple
 
+import orjson
 import sqlalchemy as sa
 
 from voxtrail.store.schema import access_log
@@ -53,7 +53,7 @@ def canonical_query(query: dict[str, Any] | None) -> str | None:
     """The stored JSON text of a query: sorted keys, no spaces, so equal questions read alike."""
     if query is None:
         return None
-    return json.dumps(query, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+    return orjson.dumps(query, option=orjson.OPT_SORT_KEYS, default=str).decode()
 
 
 def at_text(at: datetime) -> str:
@@ -64,12 +64,17 @@ def at_text(at: datetime) -> str:
 
 
 def entry_hash(prev_hash: str, entry: dict[str, Any]) -> str:
-    """``sha256(prev_hash + canonical JSON of the hashed columns)``, hex."""
-    values = {name: entry.get(name) for name in HASHED}
-    values["at"] = at_text(values["at"])
-    values["row_count"] = int(values["row_count"])
-    text = json.dumps(values, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return hashlib.sha256((prev_hash + text).encode("utf-8")).hexdigest()
+    """``sha256(prev_hash + canonical JSON of the hashed columns)``, hex (see :func:`_hash`)."""
+    return _hash(prev_hash, tuple(entry.get(name) for name in HASHED))
+
+
+def _hash(prev_hash: str, values: tuple) -> str:
+    """The canonical JSON is an object of the :data:`HASHED` columns, keys sorted, no spaces,
+    UTF-8 with non-ASCII characters as they are; ``at`` as :func:`at_text`, ``query`` the stored text."""
+    fields = dict(zip(HASHED, values))
+    fields["at"] = at_text(fields["at"])
+    fields["row_count"] = int(fields["row_count"])
+    return hashlib.sha256(prev_hash.encode() + orjson.dumps(fields, option=orjson.OPT_SORT_KEYS)).hexdigest()
 
 
 def record_access(engine_or_conn: sa.Engine | sa.Connection, *, actor: str, role: str | None, channel: str,
@@ -160,22 +165,20 @@ def verify_access_log(engine: sa.Engine) -> Verification:
             if after is not None:
                 query = query.where(c.id > after)
             rows = conn.execute(query).all()
-            for row in rows:
+            for entry_id, prev_hash, stored_hash, *values in rows:
                 checked += 1
-                entry = row._mapping
-                if entry["prev_hash"] != expected_prev or entry_hash(entry["prev_hash"], entry) != entry["entry_hash"]:
-                    return Verification(False, entry["id"], checked)
-                expected_prev = entry["entry_hash"]
+                if prev_hash != expected_prev or _hash(prev_hash, values) != stored_hash:
+                    return Verification(False, entry_id, checked)
+                expected_prev = stored_hash
             if len(rows) < _VERIFY_CHUNK:
                 return Verification(True, None, checked)
-            after = rows[-1].id
+            after = rows[-1][0]
 
 
 def head(engine: sa.Engine) -> dict[str, Any]:
-    """The newest entry's id and hash, and how many entries there are: a checkpoint to keep
-    elsewhere (a log cut short at the end, or rewritten whole, no longer matches it)."""
+    """The newest entry's id and hash: a checkpoint to keep elsewhere (a log cut short at the
+    end, or rewritten whole, no longer matches it). One index lookup."""
     c = access_log.c
     with engine.connect() as conn:
-        count = conn.execute(sa.select(sa.func.count()).select_from(access_log)).scalar_one()
         last = conn.execute(sa.select(c.id, c.entry_hash).order_by(c.id.desc()).limit(1)).first()
-    return {"entries": count, "last_id": last.id if last else None, "last_hash": last.entry_hash if last else GENESIS}
+    return {"last_id": last.id if last else None, "last_hash": last.entry_hash if last else GENESIS}

@@ -127,6 +127,9 @@ def revoke_token(request: Request, token_id: int, user: CurrentUser = Depends(ad
 # --- the access log ---------------------------------------------------------------------------
 
 ACCESS_LOG_PARAMS = ("since", "until", "actor", "action")
+#: Up to this many entries the page verifies the whole chain on every view (~0.5 s); a longer
+#: log is verified when asked (?verify=1), as `voxtrail access-log --verify` does.
+AUTO_VERIFY_MAX = 20_000
 
 
 @router.get("/admin/access-log")
@@ -148,12 +151,20 @@ def access_log_page(request: Request, user: CurrentUser = Depends(admin_only)) -
         "page": page,
         "asked": asked,
         "actions": access_log.ACTIONS,
-        "verification": access_log.verify_access_log(_engine(request)),
+        "verification": _verification(request),
         "next_url": "/admin/access-log?" + urlencode(filters + [("cursor", page.next_cursor)])
                     if page.next_cursor else None,
         "first_url": "/admin/access-log" + ("?" + urlencode(filters) if filters else "")
                      if request.query_params.get("cursor") else None,
     })
+
+
+def _verification(request: Request) -> dict:
+    engine = _engine(request)
+    newest = access_log.head(engine)
+    if (newest["last_id"] or 0) > AUTO_VERIFY_MAX and request.query_params.get("verify") != "1":
+        return {"done": False, "entries": newest["last_id"]}
+    return {"done": True, **access_log.verify_access_log(engine)._asdict(), **newest}
 
 
 def _time(text: str, name: str) -> datetime | None:
