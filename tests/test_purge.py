@@ -134,3 +134,24 @@ def test_purge_cli_dry_run_then_purge(sqlite_url):
     assert run("--dry-run").stdout.startswith("nothing to purge")
     bad = run("--audit", "soon")
     assert bad.returncode == 1 and bad.stderr.count("\n") == 1 and "retention audit = 'soon'" in bad.stderr
+
+
+def test_serve_purges_on_its_schedule(sqlite_url):
+    import time
+
+    from fastapi.testclient import TestClient
+
+    from voxtrail.web.app import create_app
+    from voxtrail.web.settings import WebSettings
+
+    with Store.open(sqlite_url) as s:
+        for write in WRITES:
+            s.write(EventBatch.from_records([event(*spec) for spec in write]))
+        settings = WebSettings(db=sqlite_url, retention=purge.Retention(timedelta(days=180), timedelta(days=90)),
+                               purge_every=timedelta(seconds=0.2), first_purge_after=timedelta(0))
+        with TestClient(create_app(settings, s)):
+            deadline = time.monotonic() + 20
+            while request_ids(s) != ALL - EXPIRED and time.monotonic() < deadline:
+                time.sleep(0.1)
+        assert request_ids(s) == ALL - EXPIRED
+        assert verify(s.engine, s.keyring).ok

@@ -120,10 +120,13 @@ def run_server(settings, store, *, certfile: str | None = None, keyfile: str | N
               help="TLS private key (PEM) for --certfile.")
 @click.option("--secure-cookies", is_flag=True, envvar="VOXTRAIL_SECURE_COOKIES", show_envvar=True,
               help="Mark cookies Secure without --certfile: for a TLS-terminating proxy in front.")
+@click.option("--purge-every", default="1d", show_default=True, envvar="VOXTRAIL_PURGE_EVERY", show_envvar=True,
+              metavar="AGE", help="Apply retention ('voxtrail purge', ages from [retention]) this often: 1d, 12h, "
+                                  "or off. The first run is a minute after start.")
 @click.option("--log-level", type=click.Choice(["critical", "error", "warning", "info", "debug"]), default="info",
               show_default=True, help="Server log level (requests are logged at info).")
 def serve_command(db, config_file, host, port, metrics_access, max_body, certfile, keyfile, secure_cookies,
-                  log_level) -> None:
+                  purge_every, log_level) -> None:
     """Serve the dashboard, audit pages, HTTP ingest (POST /api/v1/events) and /metrics.
 
     \b
@@ -139,12 +142,21 @@ def serve_command(db, config_file, host, port, metrics_access, max_body, certfil
     for path in filter(None, (certfile, keyfile)):
         if not Path(path).is_file():
             fail(f"TLS file {path} does not exist")
-    with opened_store(db, None, config_file) as (store, _):
+    from voxtrail.config import ConfigError
+    from voxtrail.store import purge
+
+    with opened_store(db, None, config_file) as (store, app_settings):
+        try:
+            retention = purge.Retention.from_settings(app_settings)
+            every = purge.parse_age(purge_every, "--purge-every")
+        except ConfigError as exc:
+            fail(str(exc))
         if not is_loopback(host) and accounts.count_users(store.engine) == 0:
             fail(f"refusing to listen on {host} while no user exists: create one with "
                  "'voxtrail user add NAME --role admin' first, or listen on 127.0.0.1")
         settings = WebSettings(db=store.display_url, host=host, port=port, metrics_access=metrics_access,
-                               max_body=max_body, secure_cookies=secure_cookies or bool(certfile))
+                               max_body=max_body, secure_cookies=secure_cookies or bool(certfile),
+                               retention=retention, purge_every=every)
         try:
             run_server(settings, store, certfile=certfile, keyfile=keyfile, log_level=log_level)
         except KeyboardInterrupt:

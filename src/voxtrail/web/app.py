@@ -7,6 +7,8 @@ or a token except :data:`PUBLIC_PATHS` (a test enumerates the routes to keep it 
 
 from __future__ import annotations
 
+import asyncio
+
 import importlib
 import importlib.util
 import logging
@@ -110,7 +112,15 @@ def create_app(settings: WebSettings, store: Store | None = None,
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
+        housekeeping = None
+        if settings.retention is not None and settings.purge_every is not None:
+            from voxtrail.web.housekeeping import purge_periodically
+
+            housekeeping = asyncio.create_task(
+                purge_periodically(store, settings.retention, settings.purge_every, settings.first_purge_after))
         yield
+        if housekeeping is not None:
+            housekeeping.cancel()
         if own_store:
             store.close()
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Literal
+from typing import Any, Literal
 
 MetricsAccess = Literal["public", "token", "session"]
 METRICS_ACCESS = ("public", "token", "session")
@@ -26,6 +26,11 @@ class WebSettings:
     session_lifetime: timedelta = timedelta(hours=12)
     #: ...or after this long without a request.
     session_idle_timeout: timedelta = timedelta(hours=2)
+    #: Retention ages (voxtrail.store.purge.Retention) applied by a purge every ``purge_every``;
+    #: None: the server purges nothing.
+    retention: Any = None
+    purge_every: timedelta | None = timedelta(days=1)
+    first_purge_after: timedelta = timedelta(minutes=1)
 
     def __post_init__(self) -> None:
         if self.metrics_access not in METRICS_ACCESS:
