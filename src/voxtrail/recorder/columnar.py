@@ -12,10 +12,12 @@ an event is invalid, it only accepts batches that are entirely regular.
 
 from __future__ import annotations
 
+from typing import Sequence
+
 import polars as pl
 
 from voxtrail.event import FIELDS_BY_NAME, EventBatch, polars_schema
-from voxtrail.transforms import apply, default_chain
+from voxtrail.transforms import Transform, apply, default_chain
 
 _RAW_JSON = {"attributes": pl.String, "emotion_vector": pl.String, "ts": pl.String}
 _FORBIDDEN = {"source", "source_format", "source_file", "source_offset"}
@@ -23,9 +25,9 @@ _NUMERIC = (pl.Int64, pl.Float64)
 TS_FORMAT = "%Y-%m-%dT%H:%M:%S%.f%:z"  # what orjson writes for an aware datetime (fraction optional)
 
 
-def fast_batch(ndjson: bytes, source: str) -> EventBatch | None:
-    """The events of ``ndjson`` (one object a line) as a transformed batch, or None to take the
-    slow path. A batch a transform would reject from is also left to the slow path, which
+def fast_batch(ndjson: bytes, source: str, chain: Sequence[Transform] | None = None) -> EventBatch | None:
+    """The events of ``ndjson`` (one object a line) as a batch transformed by ``chain`` (default:
+    :func:`default_chain`), or None to take the slow path. A batch a transform would reject from is also left to the slow path, which
     rejects per event with each one's offset (the fast path knows no offsets)."""
     # polars refuses overrides for absent columns; a key found only inside a text makes it fail,
     # and the slow path take over.
@@ -65,7 +67,7 @@ def fast_batch(ndjson: bytes, source: str) -> EventBatch | None:
         frame = frame.with_columns(
             (pl.coalesce(pl.col("text_length"), length) if "text_length" in frame.columns else length)
             .cast(pl.Int64).alias("text_length"))
-    batch = apply(default_chain(), EventBatch(frame, [], {"source": source}))
+    batch = apply(default_chain() if chain is None else chain, EventBatch(frame, [], {"source": source}))
     return None if batch.rejects else batch
 
 

@@ -79,8 +79,9 @@ def _decode_each(batch: SpoolBatch) -> tuple[list, list[Reject]]:
     return objs, rejects
 
 
-def to_event_batch(objs: list, offsets: list[int], source: str) -> EventBatch:
-    """Objects -> a batch through the shared mapping (contract A) and the transforms chain."""
+def to_event_batch(objs: list, offsets: list[int], source: str, chain=None) -> EventBatch:
+    """Objects -> a batch through the shared mapping (contract A) and the transforms ``chain``
+    (default: :func:`voxtrail.transforms.default_chain`)."""
     from voxtrail.sources.records import batch_from_objects
     from voxtrail.transforms import apply, default_chain
 
@@ -92,7 +93,7 @@ def to_event_batch(objs: list, offsets: list[int], source: str) -> EventBatch:
         # An all-rejects batch: EventBatch.empty() carries a source column that clashes with the
         # constant; no event, so no columns are needed.
         batch.frame = batch.frame.drop("source")
-    return apply(default_chain(), batch)
+    return apply(default_chain() if chain is None else chain, batch)
 
 
 class DatabaseTransport:
@@ -105,8 +106,9 @@ class DatabaseTransport:
 
     name = "database"
 
-    def __init__(self, url: str):
+    def __init__(self, url: str, chain=None):
         self.url = url
+        self.chain = chain  # the Recorder's transforms (its masker); None: default_chain()
         self._store = None
         # prepare (shipper thread) and close (delivery thread, after a failure) never overlap:
         # a store must not be closed while it is encoding a batch.
@@ -125,10 +127,10 @@ class DatabaseTransport:
     def prepare(self, batch: SpoolBatch) -> tuple[Any, Any, str]:
         from voxtrail.store import StoreError
 
-        events = fast_batch(b"\n".join(batch.payloads), "recorder")
+        events = fast_batch(b"\n".join(batch.payloads), "recorder", self.chain)
         if events is None:
             objs, bad = decode(batch)
-            events = to_event_batch(objs, batch.offsets, "recorder")
+            events = to_event_batch(objs, batch.offsets, "recorder", self.chain)
             events.rejects = bad + events.rejects
         with self._lock:
             store = self._open()

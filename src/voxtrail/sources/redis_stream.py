@@ -25,6 +25,7 @@ from voxtrail.event import Reject
 from voxtrail.recorder.columnar import fast_batch
 from voxtrail.recorder.transports import to_event_batch
 from voxtrail.store import Store, StoreError
+from voxtrail.transforms import default_chain
 
 log = logging.getLogger("voxtrail.collect")
 
@@ -57,14 +58,15 @@ def _entry_offset(entry_id: bytes, index: int) -> int:
     return int(ms) * 1_000_000 + int(seq or 0) * 1_000 + min(index, 999)
 
 
-def entries_to_batch(entries: list[tuple[bytes, dict]]):
-    """Stream entries -> an EventBatch (source ``redis``); undecodable lines become rejects.
+def entries_to_batch(entries: list[tuple[bytes, dict]], chain=None):
+    """Stream entries -> an EventBatch (source ``redis``) transformed by ``chain`` (default:
+    ``default_chain()``); undecodable lines become rejects.
 
     Regular batches (what recorders write) are read column-wise in one go; any other goes
     object by object through the shared mapping, so each bad event is a reject with its reason.
     """
     if all(fields and FIELD in fields for _, fields in entries):
-        fast = fast_batch(b"\n".join(fields[FIELD] for _, fields in entries), "redis")
+        fast = fast_batch(b"\n".join(fields[FIELD] for _, fields in entries), "redis", chain)
         if fast is not None:
             return fast
     objs: list[Any] = []
@@ -85,7 +87,7 @@ def entries_to_batch(entries: list[tuple[bytes, dict]]):
                 offsets.append(_entry_offset(entry_id, i))
             except orjson.JSONDecodeError as exc:
                 bad.append(Reject(_entry_offset(entry_id, i), f"redis: invalid JSON: {exc}", line[:200]))
-    batch = to_event_batch(objs, offsets, "redis")
+    batch = to_event_batch(objs, offsets, "redis", chain)
     batch.rejects = bad + batch.rejects
     return batch
 
@@ -99,6 +101,7 @@ class StreamCollector:
         self._response_error = redis.exceptions.ResponseError
         self.client = client
         self.store = store
+        self.chain = default_chain(store.settings)  # masking as configured for this store
         self.stream = stream
         self.group = group
         self.consumer = consumer
@@ -175,7 +178,7 @@ class StreamCollector:
         return [(eid, f) for eid, f in entries if f]
 
     def _process(self, entries: list) -> int:
-        batch = entries_to_batch(entries)
+        batch = entries_to_batch(entries, self.chain)
         result = self.store.write(batch, stream_id=f"redis:{self.stream}")
         ids = [eid for eid, _ in entries]
         pipe = self.client.pipeline(transaction=True)

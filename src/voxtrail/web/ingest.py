@@ -94,7 +94,7 @@ def store_objects(request: Request, body: bytes, kind: str) -> dict[str, int]:
         batch = batch_from_objects(objects, source="http", on_invalid="raise", require_request_id=True)
     except InvalidEvent as exc:
         raise BadBody(400, f"event {exc.index}: {exc}", event=exc.index, field=exc.field) from None
-    batch = apply(default_chain(), batch)
+    batch = apply(default_chain(request.app.state.store.settings), batch)
     if batch.rejects:  # a transform refused an event: all or nothing, the client must fix it
         raise BadBody(400, batch.rejects[0].reason)
     try:

@@ -122,7 +122,7 @@ class Importer:
         self.tz = tz
         self.chunk_bytes = chunk_bytes
         self.progress = progress or (lambda n: None)
-        self.chain = transforms.default_chain()
+        self.chain = transforms.default_chain(store.settings)
         self.known: dict[str, Checkpoint] = {}
         self.reload_checkpoints()
 
