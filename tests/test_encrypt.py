@@ -9,6 +9,7 @@ import time
 
 import polars as pl
 import pytest
+from web_support import fast_password_hashing  # noqa: F401 - a fixture
 
 from voxtrail import keys as keys_mod
 from voxtrail.config import ConfigError, Settings
@@ -251,3 +252,81 @@ def test_encrypted_fields_setting(monkeypatch, caplog):
 
 def test_new_keys_are_random_and_aes256():
     assert len(new_key()) == 32 and new_key() != new_key()
+
+
+# --- the read side: auditors see plaintext, a missing key is a marker, text search says why not ---
+
+SECRET_URL = "https://cdn.example.com/voices/王小明-prompt.wav"
+LONG_TEXT = "请把这段很长的文字合成语音。" * 10
+
+
+@pytest.fixture
+def encrypted_app(tmp_path, monkeypatch, fast_password_hashing):
+    from datetime import datetime, timedelta, timezone
+
+    from web_support import add_user, client_for, login, make_app
+
+    from voxtrail.event import EventBatch
+
+    key_file = write_key_file(tmp_path / "keys", format_key_line("ka", KEY_A))
+    monkeypatch.setenv("VOXTRAIL_KEY_FILE", str(key_file))
+    monkeypatch.setenv("VOXTRAIL_ENCRYPT_FIELDS", "ref_audio_url,text_input,output_audio_url")
+    app = make_app(f"sqlite:///{tmp_path / 'e.db'}", routers=("voxtrail.web.auth", "voxtrail.web.events"))
+    now = datetime.now(timezone.utc).replace(tzinfo=None)
+    app.state.store.write(EventBatch.from_records([
+        {"request_id": f"ev-{i}", "ts": now - timedelta(minutes=i), "status": "success", "source": "http",
+         "ref_audio_url": SECRET_URL, "text_input": LONG_TEXT if i == 1 else f"短句 {i}",
+         "output_audio_url": f"/out/{i}.wav"} for i in range(3)
+    ]))
+    add_user(app, "auditor", "auditor")
+    client = client_for(app)
+    login(client, "auditor")
+    yield app, client, key_file
+    app.state.store.close()
+
+
+def test_auditors_read_plaintext_and_the_database_holds_none(encrypted_app):
+    app, client, _ = encrypted_app
+    with app.state.store.engine.connect() as conn:
+        raw = conn.exec_driver_sql("SELECT ref_audio_url, text_input, output_audio_url FROM tts_events").all()
+    assert all(is_encrypted(v) for row in raw for v in row)
+    event = client.get("/api/v1/events/ev-1").json()
+    assert (event["ref_audio_url"], event["text_input"], event["output_audio_url"]) == (
+        SECRET_URL, LONG_TEXT, "/out/1.wav")
+    assert "decryption_errors" not in event
+    listed = {e["request_id"]: e["text_excerpt"] for e in client.get("/api/v1/events").json()["events"]}
+    assert listed["ev-1"] == LONG_TEXT[:80] + "…" and listed["ev-2"] == "短句 2"
+    page = client.get("/events/ev-1")
+    assert page.status_code == 200 and "王小明-prompt.wav" in page.text and "vx1:" not in page.text
+
+
+def test_text_search_on_encrypted_text_says_why_not(encrypted_app):
+    _, client, _ = encrypted_app
+    response = client.get("/api/v1/events", params={"q": "短句"})
+    assert response.status_code == 400 and "text_input is stored encrypted" in response.text
+
+
+def test_a_missing_key_shows_a_marker_not_ciphertext_nor_a_500(encrypted_app, monkeypatch):
+    app, client, key_file = encrypted_app
+    key_file.write_text(format_key_line("kb", KEY_B) + "\n")  # 'ka' lost
+    monkeypatch.setattr(keys_mod, "RELOAD_CHECK_SECONDS", 0.0)
+    response = client.get("/api/v1/events/ev-0")
+    assert response.status_code == 200
+    event = response.json()
+    assert event["ref_audio_url"].startswith("⚠ not decrypted: key 'ka' is not available")
+    assert set(event["decryption_errors"]) == {"ref_audio_url", "text_input", "output_audio_url"}
+    assert "vx1:" not in response.text and str(key_file) not in response.text
+    page = client.get("/events/ev-0")
+    assert page.status_code == 200 and "not decrypted" in page.text
+    excerpt = client.get("/api/v1/events").json()["events"][0]["text_excerpt"]
+    assert excerpt.startswith("⚠ not decrypted")
+
+
+def test_a_moved_ciphertext_reads_as_not_authentic(encrypted_app):
+    app, client, _ = encrypted_app
+    with app.state.store.engine.begin() as conn:
+        conn.exec_driver_sql("UPDATE tts_events SET ref_audio_url = (SELECT ref_audio_url FROM tts_events "
+                             "WHERE request_id = 'ev-1') WHERE request_id = 'ev-2'")
+    event = client.get("/api/v1/events/ev-2").json()
+    assert event["ref_audio_url"].startswith("⚠ not decrypted: the value does not authenticate")
+    assert client.get("/api/v1/events/ev-1").json()["ref_audio_url"] == SECRET_URL

@@ -9,11 +9,19 @@ taken literally, and a search cannot use an index, so on a large table narrow th
 Pages are keyset-paginated, newest first, on ``(ts, id)``: the cursor of a page is the position
 of its last row, so page 1,000 costs what page 1 costs and rows written meanwhile never shift a
 page (OFFSET would scan every skipped row and repeat or skip rows as new events arrive).
+
+Encrypted fields (docs/encryption.md) are decrypted here, for the auditors and admins who may
+read events, with the store's keyring. A value that cannot be decrypted (its key is missing,
+or it does not authenticate) is shown as a marker starting with ``⚠ not decrypted`` and the
+row's ``decryption_errors`` says why per field: never ciphertext, never a failed page. The
+database cannot look inside an encrypted ``text_input``, so a text search is refused while
+``text_input`` is configured for encryption.
 """
 
 from __future__ import annotations
 
 import base64
+import logging
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Protocol, Sequence
@@ -21,7 +29,11 @@ from typing import Any, Protocol, Sequence
 import sqlalchemy as sa
 
 from voxtrail.event import FIELD_NAMES
+from voxtrail.keys import ENCRYPTABLE_FIELDS, Keyring, KeyringError
 from voxtrail.store.schema import tts_events
+from voxtrail.transforms.encrypt import PREFIX, DecryptionError, decrypt_value, is_encrypted, key_id_of
+
+log = logging.getLogger("voxtrail.query")
 
 #: Characters of ``text_input`` shown in the list (the detail page shows all of it).
 EXCERPT_CHARS = 80
@@ -51,6 +63,14 @@ _FILTER_COLUMNS = {
 class FiltersLike(Protocol):
     since: datetime | None
     until: datetime | None
+
+
+class SearchUnavailable(ValueError):
+    """A text search the database cannot answer: ``text_input`` is stored encrypted."""
+
+
+#: Start of the value shown instead of a field that cannot be decrypted.
+NOT_DECRYPTED = "⚠ not decrypted"
 
 
 @dataclass(frozen=True)
@@ -132,13 +152,16 @@ def decode_cursor(cursor: str) -> tuple[datetime, int]:
 def _list_select(where: Sequence) -> sa.Select:
     c = tts_events.c
     columns = [c.id, *(c[name] for name in LIST_COLUMNS if name != "text_excerpt")]
-    # One more character than shown tells the view whether to add an ellipsis.
-    excerpt = sa.func.substr(c.text_input, 1, EXCERPT_CHARS + 1).label("text_excerpt")
+    # One more character than shown tells the view whether to add an ellipsis. An encrypted
+    # text comes whole: a cut ciphertext cannot be decrypted.
+    encrypted = sa.func.substr(c.text_input, 1, len(PREFIX)) == PREFIX
+    excerpt = sa.case((encrypted, c.text_input),
+                      else_=sa.func.substr(c.text_input, 1, EXCERPT_CHARS + 1)).label("text_excerpt")
     return sa.select(*columns, excerpt).where(*where)
 
 
 def list_events(
-    engine: sa.Engine,
+    db: sa.Engine | Any,
     filters: FiltersLike | None,
     *,
     search: str | None = None,
@@ -146,10 +169,17 @@ def list_events(
     cursor: str | None = None,
     limit: int = DEFAULT_PAGE_SIZE,
 ) -> EventPage:
-    """One page of matching events, newest first."""
+    """One page of matching events, newest first. ``db`` is the Store (its keyring decrypts) or
+    an engine (the keys configured for this process decrypt)."""
     if not 1 <= limit <= MAX_PAGE_SIZE:
         raise ValueError(f"limit must be between 1 and {MAX_PAGE_SIZE}")
     search = validate_search(search)
+    engine, protection = _protection(db)
+    if search and "text_input" in protection.fields():
+        raise SearchUnavailable(
+            "text search is not possible: text_input is stored encrypted, so the database cannot look "
+            "inside it; narrow by user, time, node or status instead (docs/encryption.md)"
+        )
     where = conditions(filters, search=search, user=user)
     c = tts_events.c
     page_where = where
@@ -170,8 +200,9 @@ def list_events(
             total = conn.execute(sa.select(sa.func.count()).select_from(counted)).scalar_one()
     rows = rows[:limit]
     for row in rows:
+        protection.reveal(row, {"text_excerpt": "text_input"})
         excerpt = row["text_excerpt"]
-        if excerpt is not None and len(excerpt) > EXCERPT_CHARS:
+        if excerpt is not None and len(excerpt) > EXCERPT_CHARS and not excerpt.startswith(NOT_DECRYPTED):
             row["text_excerpt"] = excerpt[:EXCERPT_CHARS] + "…"
     next_cursor = encode_cursor(rows[-1]["ts"], rows[-1]["id"]) if has_more else None
     for row in rows:
@@ -179,13 +210,100 @@ def list_events(
     return EventPage(rows, next_cursor, min(total, COUNT_CAP), total > COUNT_CAP)
 
 
-def get_event(engine: sa.Engine, request_id: str) -> dict[str, Any] | None:
-    """Every field of one event (plus ``ingested_at``), or None when no event has that id."""
+def get_event(db: sa.Engine | Any, request_id: str) -> dict[str, Any] | None:
+    """Every field of one event (plus ``ingested_at``), decrypted, or None when no event has that
+    id. ``db`` as for :func:`list_events`."""
+    engine, protection = _protection(db)
     c = tts_events.c
     query = sa.select(*(c[name] for name in FIELD_NAMES), c.ingested_at).where(c.request_id == request_id)
     with engine.connect() as conn:
         row = conn.execute(query).first()
-    return dict(row._mapping) if row is not None else None
+    if row is None:
+        return None
+    return protection.reveal(dict(row._mapping), {name: name for name in ENCRYPTABLE_FIELDS})
+
+
+# --- decryption for readers ----------------------------------------------------------------------
+
+class _ReadProtection:
+    """The keys and encrypted fields that apply to one read; keys are loaded only when a value
+    actually is encrypted. Given a Store, its own; given an engine, this process's configuration
+    (read anew each time: the keys may have been created or rotated since)."""
+
+    def __init__(self, store: Any | None) -> None:
+        self._store = store
+        self._configured: tuple[Keyring | None, tuple[str, ...], str | None] | None = None
+
+    def fields(self) -> tuple[str, ...]:
+        if self._store is not None and hasattr(self._store, "encrypt_fields"):
+            return tuple(self._store.encrypt_fields)
+        return self._from_config()[1]
+
+    def keyring(self) -> Keyring | None:
+        if self._store is not None and hasattr(self._store, "keyring"):
+            return self._store.keyring
+        keyring, _, error = self._from_config()
+        if error is not None:
+            raise KeyringError(error)
+        return keyring
+
+    def _from_config(self) -> tuple[Keyring | None, tuple[str, ...], str | None]:
+        if self._configured is None:
+            self._configured = _configured()
+        return self._configured
+
+    def reveal(self, row: dict[str, Any], columns: dict[str, str]) -> dict[str, Any]:
+        """Decrypt ``columns`` (row key -> field name) in place; failures become markers."""
+        for key, name in columns.items():
+            value = row.get(key)
+            if not is_encrypted(value):
+                continue
+            try:
+                row[key] = decrypt_value(value, self.keyring(), name, row["request_id"])
+            except (KeyringError, DecryptionError) as exc:
+                reason = _reason(exc, key_id_of(value))
+                row[key] = f"{NOT_DECRYPTED}: {reason}"
+                row.setdefault("decryption_errors", {})[key] = reason
+                _log_once(str(exc))
+        return row
+
+
+def _protection(db: Any) -> tuple[sa.Engine, _ReadProtection]:
+    if isinstance(db, sa.Engine):
+        return db, _ReadProtection(None)
+    return db.engine, _ReadProtection(db)
+
+
+def _reason(exc: Exception, kid: str) -> str:
+    """What a reader is told (the server's log has the whole message, with where keys were looked)."""
+    if isinstance(exc, DecryptionError):
+        return f"the value does not authenticate with key {kid!r}: the key is wrong or the value was altered"
+    return f"key {kid!r} is not available to this server; an admin must restore it (voxtrail keys list)"
+
+
+_logged: set[str] = set()
+
+
+def _log_once(message: str) -> None:
+    if message not in _logged and len(_logged) < 1000:
+        _logged.add(message)
+        log.warning("cannot decrypt a stored value: %s", message)
+
+
+def _configured() -> tuple[Keyring | None, tuple[str, ...], str | None]:
+    """Keys, encrypted fields and why keys could not be loaded, from ``config.load()``."""
+    from voxtrail import config
+    from voxtrail.keys import encrypted_fields
+
+    try:
+        settings = config.load()
+        fields = encrypted_fields(settings)
+    except config.ConfigError as exc:
+        return None, (), str(exc)
+    try:
+        return Keyring.load(settings), fields, None
+    except KeyringError as exc:
+        return None, fields, str(exc)
 
 
 def jsonable(row: dict[str, Any]) -> dict[str, Any]:

@@ -74,7 +74,7 @@ def _list_args(request: Request, *, exclude: tuple[str, ...] = LIST_PARAMS,
 def _page(request: Request, user: CurrentUser) -> tuple[Filters, dict[str, Any], query_events.EventPage]:
     filters, args = _list_args(request)
     try:
-        page = query_events.list_events(request.app.state.store.engine, filters, **args)
+        page = query_events.list_events(request.app.state.store, filters, **args)
     except ValueError as exc:
         raise HTTPException(400, str(exc)) from exc
     audit(request, user, "search" if args["search"] else "list", query=asked(filters, args),
@@ -173,7 +173,7 @@ def _revealer(request: Request):
 
 
 def _event_or_404(request: Request, user: CurrentUser, request_id: str) -> dict[str, Any]:
-    event = query_events.get_event(request.app.state.store.engine, request_id)
+    event = query_events.get_event(request.app.state.store, request_id)
     audit(request, user, "view_event", target=request_id, row_count=0 if event is None else 1)
     if event is None:
         raise HTTPException(404, f"no event with request_id {request_id!r}")
