@@ -118,6 +118,10 @@ def test_tampered_ciphertext_fails():
         decrypt_value(tampered, keyring, "ref_audio_url", "r1")
     with pytest.raises(DecryptionError):
         decrypt_frame(pl.DataFrame({"request_id": ["r1"], "ref_audio_url": [tampered]}), keyring, ("ref_audio_url",))
+    cut = value[:-1]  # no longer valid base64
+    with pytest.raises(DecryptionError, match=r"ref_audio_url of event 'r2'"):
+        decrypt_frame(pl.DataFrame({"request_id": ["r1", "r2"], "ref_audio_url": [value, cut]}), keyring,
+                      ("ref_audio_url",))
 
 
 def test_missing_key_is_a_clear_error_without_key_material(tmp_path):
