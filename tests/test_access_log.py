@@ -107,6 +107,20 @@ def test_each_audited_read_writes_one_entry(db_url, app_for):
     assert verify_access_log(engine) == (True, None, 7)
 
 
+def test_exports_decrypt_like_the_event_pages(sqlite_url, app_for, monkeypatch):
+    monkeypatch.setenv("VOXTRAIL_ENCRYPT_FIELDS", "ref_audio_url,text_input")
+    app = app_for(sqlite_url)
+    with app.state.store.engine.connect() as conn:
+        stored = conn.exec_driver_sql("SELECT text_input FROM tts_events WHERE request_id = 'ev-1'").scalar()
+    assert stored.startswith("vx1:")
+    client = _client(app, "auditor")
+    rows = list(csv.DictReader(io.StringIO(client.get("/api/v1/events/export?format=csv&range=24h").text)))
+    assert [r["text_input"] for r in rows][-2:] == ["hello number 1", "hello number 0"]
+    refused = client.get("/api/v1/events/export?format=csv&range=24h&q=hello")
+    assert refused.status_code == 400 and "encrypted" in refused.json()["error"]
+    assert [e.action for e in _entries(app.state.store.engine)] == ["export"]  # the refusal read nothing
+
+
 def test_tampering_behind_voxtrails_back_is_found(db_url):
     with Store.open(db_url) as store:
         engine = store.engine

@@ -3,7 +3,10 @@
 An export happens in two steps so that the access log can say exactly how many rows it holds
 before the first byte leaves: :func:`export_ids` picks the matching rows (ids only, newest first,
 at most ``limit``), then :func:`export_rows` reads them in chunks of :data:`CHUNK` while they are
-sent. The filters are the event list's (:func:`voxtrail.query.events.conditions`).
+sent. The filters are the event list's (:func:`voxtrail.query.events.conditions`), and so is
+decryption: encrypted fields come decrypted for the auditors and admins who may export, a value
+that cannot be decrypted is the events module's ``⚠ not decrypted`` marker (NDJSON rows then
+carry ``decryption_errors``), and a text search is refused while ``text_input`` is encrypted.
 
 CSV cells of text that start with ``= + - @`` (or a tab / carriage return) get a leading ``'`` so
 that a spreadsheet shows them instead of running them as formulas: event texts are user input.
@@ -15,12 +18,17 @@ from __future__ import annotations
 import csv
 import io
 import json
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Iterable, Iterator
 
 import sqlalchemy as sa
 
 from voxtrail.event import FIELD_NAMES
-from voxtrail.query.events import FiltersLike, conditions, jsonable, validate_search
+from voxtrail.keys import ENCRYPTABLE_FIELDS
+# _protection: the events module's read-side decryption, so an export reveals exactly what the
+# event pages do (the same keys, the same markers).
+from voxtrail.query.events import (
+    FiltersLike, SearchUnavailable, _protection, conditions, jsonable, validate_search,
+)
 from voxtrail.store.schema import tts_events
 
 FORMATS = {"ndjson": "application/x-ndjson", "csv": "text/csv; charset=utf-8"}
@@ -31,35 +39,41 @@ CHUNK = 1_000
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 
-def export_ids(engine: sa.Engine, filters: FiltersLike | None, *, search: str | None = None,
+def export_ids(db: sa.Engine | Any, filters: FiltersLike | None, *, search: str | None = None,
                user: str | None = None, limit: int = DEFAULT_LIMIT) -> tuple[list[int], bool]:
-    """Ids of the matching events, newest first, at most ``limit``; and whether more matched."""
+    """Ids of the matching events, newest first, at most ``limit``; and whether more matched.
+    ``db`` is the Store (its keyring decrypts) or an engine, as for the event list."""
     if not 1 <= limit <= MAX_LIMIT:
         raise ValueError(f"limit must be between 1 and {MAX_LIMIT:,}")
+    engine, protection = _protection(db)
+    search = validate_search(search)
+    if search and "text_input" in protection.fields():
+        raise SearchUnavailable("text search is not possible: text_input is stored encrypted; "
+                                "export by user, time, node or status instead (docs/encryption.md)")
     c = tts_events.c
-    where = conditions(filters, search=validate_search(search), user=user)
-    query = sa.select(c.id).where(*where).order_by(c.ts.desc(), c.id.desc()).limit(limit + 1)
+    query = (sa.select(c.id).where(*conditions(filters, search=search, user=user))
+             .order_by(c.ts.desc(), c.id.desc()).limit(limit + 1))
     with engine.connect() as conn:
         ids = list(conn.execute(query).scalars())
     return ids[:limit], len(ids) > limit
 
 
-def export_rows(engine: sa.Engine, ids: list[int],
-                reveal: Callable[[dict[str, Any]], dict[str, Any]] = lambda row: row) -> Iterator[dict[str, Any]]:
-    """Every field of the events ``ids`` in that order; ``reveal`` maps each row (decryption).
+def export_rows(db: sa.Engine | Any, ids: list[int]) -> Iterator[dict[str, Any]]:
+    """Every field of the events ``ids``, in that order, decrypted.
 
     A chunk is a run of consecutive ids of the export's order, so ordering each chunk the same
     way keeps the whole order. A connection is held per chunk only.
     """
+    engine, protection = _protection(db)
+    encrypted = {name: name for name in ENCRYPTABLE_FIELDS}
     c = tts_events.c
     for start in range(0, len(ids), CHUNK):
-        chunk = ids[start:start + CHUNK]
-        query = (sa.select(*(c[name] for name in COLUMNS)).where(c.id.in_(chunk))
+        query = (sa.select(*(c[name] for name in COLUMNS)).where(c.id.in_(ids[start:start + CHUNK]))
                  .order_by(c.ts.desc(), c.id.desc()))
         with engine.connect() as conn:
             rows = [dict(r._mapping) for r in conn.execute(query)]
         for row in rows:
-            yield reveal(row)
+            yield protection.reveal(row, encrypted)
 
 
 def ndjson_lines(rows: Iterable[dict[str, Any]]) -> Iterator[bytes]:
@@ -73,7 +87,8 @@ def csv_lines(rows: Iterable[dict[str, Any]]) -> Iterator[bytes]:
     writer = csv.writer(buffer, lineterminator="\r\n")
     writer.writerow(COLUMNS)
     for row in rows:
-        writer.writerow([_cell(value) for value in jsonable(row).values()])
+        row = jsonable(row)
+        writer.writerow([_cell(row[name]) for name in COLUMNS])
         yield buffer.getvalue().encode("utf-8")
         buffer.seek(0)
         buffer.truncate()

@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import logging
 from datetime import datetime, timezone
-from itertools import chain, islice
 from typing import Annotated, Any
 from urllib.parse import urlencode
 
@@ -24,13 +23,11 @@ from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
 
 from voxtrail.event import FIELDS
-from voxtrail.keys import ENCRYPTABLE_FIELDS, KeyringError
 from voxtrail.query import events as query_events
 from voxtrail.query import export as query_export
 from voxtrail.query import panels as query_panels
 from voxtrail.query.filters import Filters
 from voxtrail.store.access_log import AccessLogError, record_access
-from voxtrail.transforms.encrypt import DecryptionError, decrypt_value, is_encrypted
 from voxtrail.web.auth import CurrentUser, client_address, require_user
 from voxtrail.web.dashboard import FILTER_KEYS, filter_params
 from voxtrail.web.templating import templates
@@ -126,22 +123,15 @@ def events_export(request: Request, user: Auditor) -> StreamingResponse:
         raise HTTPException(400, f"format must be one of {', '.join(query_export.FORMATS)}, not {fmt!r}")
     filters, args = _list_args(request, exclude=EXPORT_PARAMS, default_limit=query_export.DEFAULT_LIMIT)
     del args["cursor"]
-    engine = request.app.state.store.engine
+    store = request.app.state.store
     try:
-        ids, more = query_export.export_ids(engine, filters, **args)
+        ids, more = query_export.export_ids(store, filters, **args)
     except ValueError as exc:
         raise HTTPException(400, str(exc)) from exc
-    rows = query_export.export_rows(engine, ids, reveal=_revealer(request))
-    # The first chunk is read (and decrypted) before anything is logged or sent: a missing key
-    # is an error answer, not a download cut short.
-    try:
-        first = list(islice(rows, query_export.CHUNK))
-    except (KeyringError, DecryptionError) as exc:
-        raise HTTPException(500, f"cannot export: {exc}") from exc
     # Logged before the first byte is sent, with the number of rows the export holds.
     audit(request, user, "export", query={**asked(filters, args), "format": fmt}, row_count=len(ids))
-    return StreamingResponse(query_export.encode(chain(first, rows), fmt), media_type=query_export.FORMATS[fmt],
-                             headers=_export_headers(fmt, len(ids), more))
+    return StreamingResponse(query_export.encode(query_export.export_rows(store, ids), fmt),
+                             media_type=query_export.FORMATS[fmt], headers=_export_headers(fmt, len(ids), more))
 
 
 def _export_headers(fmt: str, rows: int, truncated: bool) -> dict[str, str]:
@@ -157,19 +147,6 @@ def _export_headers(fmt: str, rows: int, truncated: bool) -> dict[str, str]:
 @router.get("/api/v1/events/{request_id:path}")
 def event_json(request_id: str, request: Request, user: Auditor) -> JSONResponse:
     return JSONResponse(query_events.jsonable(_event_or_404(request, user, request_id)))
-
-
-def _revealer(request: Request):
-    """Auditors (and admins) read plaintext: decrypt what the store encrypted."""
-    store = request.app.state.store
-
-    def reveal(row: dict[str, Any]) -> dict[str, Any]:
-        for name in ENCRYPTABLE_FIELDS:
-            if is_encrypted(row.get(name)):
-                row[name] = decrypt_value(row[name], store.keyring, name, row["request_id"])
-        return row
-
-    return reveal
 
 
 def _event_or_404(request: Request, user: CurrentUser, request_id: str) -> dict[str, Any]:
