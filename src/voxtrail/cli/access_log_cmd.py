@@ -22,7 +22,7 @@ from voxtrail.store.access_log import ACTIONS
               help="Oldest entries to show: a duration back from now (90m, 36h, 7d, 2w) or an ISO time "
                    "(UTC unless it has an offset). 'all' for no limit.")
 @click.option("--until", metavar="WHEN", help="Show entries before this time (same forms as --since).")
-@click.option("--actor", metavar="NAME", help="Only this user (or API token) name.")
+@click.option("--actor", metavar="NAME", help="Only this user name.")
 @click.option("--action", type=click.Choice(ACTIONS), help="Only this kind of read.")
 @click.option("--limit", type=click.IntRange(1, 1000), default=50, show_default=True,
               help="At most this many entries, newest first.")
@@ -34,6 +34,7 @@ from voxtrail.store.access_log import ACTIONS
 def access_log_command(since, until, actor, action, limit, as_json, verify, db, config_file) -> None:
     """Show the access log: who viewed an event, listed or searched events, or exported rows in the
     web app or API, when, what they asked and how many rows they saw. Newest first.
+    Reading the log here is not itself logged (see docs/access-log.md).
 
     \b
     Examples:
