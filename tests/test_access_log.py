@@ -160,8 +160,10 @@ def test_concurrent_appenders_never_fork_the_chain(db_url):
             t.join()
         assert not errors
         with store.engine.connect() as conn:
-            prevs = list(conn.execute(sa.select(access_log.c.prev_hash).order_by(access_log.c.id)).scalars())
+            rows = conn.execute(sa.select(access_log.c.prev_hash, access_log.c.at).order_by(access_log.c.id)).all()
+        prevs = [r.prev_hash for r in rows]
         assert prevs[0] == GENESIS and len(set(prevs)) == len(prevs) == 40
+        assert [r.at for r in rows] == sorted(r.at for r in rows)  # ids and times agree
         assert verify_access_log(store.engine) == (True, None, 40)
 
 

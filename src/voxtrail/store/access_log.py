@@ -25,6 +25,7 @@ from typing import Any, Iterator, NamedTuple
 import orjson
 import sqlalchemy as sa
 
+from voxtrail.store.engine import first_line
 from voxtrail.store.schema import access_log
 
 GENESIS = "0" * 64
@@ -92,7 +93,6 @@ def record_access(engine_or_conn: sa.Engine | sa.Connection, *, actor: str, role
     if row_count < 0:
         raise ValueError("row_count cannot be negative")
     entry = {
-        "at": datetime.now(timezone.utc).replace(tzinfo=None),
         "actor": actor, "role": role, "channel": channel, "action": action, "target": target,
         "query": canonical_query(query), "row_count": int(row_count), "client": client,
     }
@@ -101,12 +101,12 @@ def record_access(engine_or_conn: sa.Engine | sa.Connection, *, actor: str, role
             last = conn.execute(
                 sa.select(access_log.c.id, access_log.c.entry_hash).order_by(access_log.c.id.desc()).limit(1)
             ).first()
+            # Timed under the lock: ids and times then run in the same order.
+            entry["at"] = datetime.now(timezone.utc).replace(tzinfo=None)
             entry["prev_hash"] = last.entry_hash if last is not None else GENESIS
             entry["entry_hash"] = entry_hash(entry["prev_hash"], entry)
             entry["id"] = conn.execute(access_log.insert().values(**entry)).inserted_primary_key[0]
     except sa.exc.SQLAlchemyError as exc:
-        from voxtrail.store.engine import first_line
-
         raise AccessLogError(f"the access log refused the entry ({first_line(exc)}); "
                              "the read was not done: check the database, then retry") from exc
     return entry
