@@ -7,8 +7,6 @@ read the tables directly anyway. The web app logs every read of individual event
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
-
 import click
 
 from voxtrail.cli.common import db_options, opened_store
@@ -47,10 +45,10 @@ def access_log_command(since, until, actor, action, limit, as_json, verify, db, 
         if verify:
             _verify(store.engine, as_json)
             return
-        from voxtrail.query.access import list_access
+        from voxtrail.query.access import list_access, parse_when
 
         try:
-            page = list_access(store.engine, since=_time(since, "--since"), until=_time(until, "--until"),
+            page = list_access(store.engine, since=parse_when(since, "--since"), until=parse_when(until, "--until"),
                                actor=actor, action=action, limit=limit)
         except ValueError as exc:
             fail(str(exc))
@@ -62,17 +60,6 @@ def access_log_command(since, until, actor, action, limit, as_json, verify, db, 
     )
     if page.next_cursor and not as_json:
         click.echo(f"(older entries exist: raise --limit above {limit} or narrow --since)", err=True)
-
-
-def _time(text: str | None, name: str) -> datetime | None:
-    if not text or text == "all":
-        return None
-    from voxtrail.query.filters import parse_time, parse_zone
-
-    try:
-        return parse_time(text, now=datetime.now(timezone.utc), tz=parse_zone("UTC"), name=name)
-    except ValueError as exc:
-        fail(str(exc))
 
 
 def _verify(engine, as_json: bool) -> None:

@@ -15,6 +15,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from voxtrail.query.filters import parse_time, parse_zone
 from voxtrail.store.access_log import ACTIONS
 from voxtrail.store.schema import access_log
 
@@ -60,6 +61,15 @@ class AccessPage:
 
 def _naive_utc(value: datetime) -> datetime:
     return value.astimezone(timezone.utc).replace(tzinfo=None) if value.tzinfo else value
+
+
+def parse_when(text: str | None, name: str) -> datetime | None:
+    """A time the reader typed: ISO (UTC unless it has an offset) or a duration back from now
+    (``7d``, ``36h``); empty or ``all``: no bound. ValueError names ``name``."""
+    text = (text or "").strip()
+    if not text or text == "all":
+        return None
+    return parse_time(text, now=datetime.now(timezone.utc), tz=parse_zone("UTC"), name=name)
 
 
 def list_access(engine: sa.Engine, *, since: datetime | None = None, until: datetime | None = None,

@@ -9,7 +9,6 @@ stored, never in a URL).
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, Depends, Form, HTTPException, Request
@@ -17,7 +16,6 @@ from fastapi.responses import RedirectResponse
 from starlette.responses import Response
 
 from voxtrail.query import access as query_access
-from voxtrail.query.filters import parse_time, parse_zone
 from voxtrail.store import access_log, accounts
 from voxtrail.web.auth import CurrentUser, require_user, verify_csrf
 from voxtrail.web.templating import templates
@@ -141,7 +139,8 @@ def access_log_page(request: Request, user: CurrentUser = Depends(admin_only)) -
     asked = {k: (request.query_params.get(k) or "").strip() for k in ACCESS_LOG_PARAMS}
     try:
         page = query_access.list_access(
-            _engine(request), since=_time(asked["since"], "since"), until=_time(asked["until"], "until"),
+            _engine(request), since=query_access.parse_when(asked["since"], "since"),
+            until=query_access.parse_when(asked["until"], "until"),
             actor=asked["actor"] or None, action=asked["action"] or None,
             cursor=request.query_params.get("cursor") or None)
     except ValueError as exc:
@@ -165,10 +164,3 @@ def _verification(request: Request) -> dict:
     if (newest["last_id"] or 0) > AUTO_VERIFY_MAX and request.query_params.get("verify") != "1":
         return {"done": False, "entries": newest["last_id"]}
     return {"done": True, **access_log.verify_access_log(engine)._asdict(), **newest}
-
-
-def _time(text: str, name: str) -> datetime | None:
-    """An ISO time (UTC unless it has an offset) or a duration back from now (7d, 36h)."""
-    if not text:
-        return None
-    return parse_time(text, now=datetime.now(timezone.utc), tz=parse_zone("UTC"), name=name)
