@@ -196,3 +196,36 @@ def test_init_creates_a_private_file_and_never_overwrites(tmp_path, key_env):
     printed = cli("keys", "init", "--key-file", str(tmp_path / "other"), "--print")
     kid, key = printed.stdout.strip().split(":")
     assert printed.exit_code == 0 and kid in read_key_file(tmp_path / "other")[0]
+
+
+def test_reencryption_runs_while_events_are_written(db_url, key_env):
+    """Batches and concurrent writes interleave without lock errors; a second pass catches rows a
+    writer stored under the old key before it noticed the rotation."""
+    import threading
+
+    from voxtrail import keys as keys_mod
+    from voxtrail.store.reencrypt import reencrypt
+
+    store_rows(db_url)
+    keys_mod.append_key(key_env, "kb", bytes(range(50, 82)))
+    errors: list[BaseException] = []
+
+    def write_more() -> None:
+        try:
+            with Store.open(db_url, settings=Settings(db=db_url, tz="UTC")) as writer:
+                for start in range(100, 300, 10):
+                    writer.write(EventBatch.from_records(records(start, 10)))
+        except BaseException as exc:  # noqa: BLE001 - reported by the assertion below
+            errors.append(exc)
+
+    with Store.open(db_url, settings=Settings(db=db_url, tz="UTC")) as store:
+        keyring = Keyring.load(store.settings)
+        writer = threading.Thread(target=write_more)
+        writer.start()
+        first = reencrypt(store.engine, keyring, FIELDS, batch_size=5)
+        writer.join()
+        assert not errors, errors
+        assert first.done and first.target == "kb"
+        reencrypt(store.engine, keyring, FIELDS, batch_size=50)
+        usage = key_usage(store.engine)
+        assert set(usage.key_ids()) == {"kb"} and usage.encrypted["text_input"]["kb"] == 260

@@ -111,8 +111,11 @@ def reencrypt(
     state = start_state(engine, keyring.active_id, resume=resume)
     if on_batch:
         on_batch(state)
+    # SQLite: take the write lock up front (store/engine.py), or a batch that read first could
+    # not upgrade to writing while voxtrail writes events meanwhile.
+    options = {"vx_immediate": True} if dialect == "sqlite" else {}
     while not state.done:
-        with engine.begin() as conn:
+        with engine.connect().execution_options(**options) as conn, conn.begin():
             _run_batch(conn, dialect, keyring, configured, state, batch_size)
         if on_batch:
             on_batch(state)
