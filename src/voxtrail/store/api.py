@@ -67,7 +67,8 @@ class Store:
 
         ``settings`` (default: ``config.load()``, i.e. VOXTRAIL_* variables and ./voxtrail.toml)
         say which fields are encrypted and with which keys, so every path protects alike."""
-        u, dialect = normalize_url(url)
+        settings = settings if settings is not None else config.load()
+        u, dialect = normalize_url(url or settings.db)
         engine = make_engine(u, dialect)
         try:
             check_connection(engine, dialect)
@@ -94,9 +95,8 @@ class Store:
                 # then lock rows in the same order); row hashes bind each row to the one before
                 # it in insertion order, so seal in that order.
                 frame = frame.sort("request_id")
-            frame, content = chain.seal(frame, prepared.constants)
-            sealed = chain.Sealed(frame["request_id"], content, frame["row_hash"])
-            prepared = self.protection.encrypt(PreparedBatch(frame, prepared.constants))
+            sealed = chain.seal(frame, prepared.constants)
+            prepared = self.protection.encrypt(PreparedBatch(sealed.frame, prepared.constants))
         delta = rollups.batch_delta(prepared) if prepared.size else None
         try:
             payload = self._writer.encode(prepared, delta) if prepared.size else None

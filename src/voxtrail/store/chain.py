@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import uuid
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 import orjson
@@ -50,52 +51,103 @@ def canonical_json(value: Any) -> str | None:
     return orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode()
 
 
-def _text(expr: pl.Expr) -> pl.Expr:
+#: Stands for NULL (and for a field the batch does not carry). Only a value that is exactly one NUL
+#: character would hash alike, and PostgreSQL cannot store NUL in text at all.
+NULL = "\x00"
+
+
+def _escape(expr: pl.Expr) -> pl.Expr:
     return expr.str.replace_all(SEP, SEP + SEP, literal=True)
 
 
-def _field_expr(name: str, expr: pl.Expr) -> pl.Expr:
+def _field_expr(name: str, expr: pl.Expr, escape: bool) -> pl.Expr:
     kind = FIELDS_BY_NAME[name].kind
     if kind in ("string", "text"):
-        value = _text(expr)
+        value = _escape(expr) if escape else expr
     elif kind == "json":
-        value = _text(expr.map_elements(canonical_json, return_dtype=pl.Utf8, skip_nulls=True))
+        value = expr.map_elements(canonical_json, return_dtype=pl.Utf8, skip_nulls=True)
+        value = _escape(value) if escape else value
     elif kind == "timestamp":
         value = expr.dt.epoch("us").cast(pl.Utf8)
     else:
         value = expr.cast(pl.Utf8)
-    # Null fields are left out (concat_str ignores nulls), so which columns a batch happens to
-    # carry does not matter: an absent column and a NULL hash the same.
-    return pl.lit(f"{_INDEX[name]}=") + value
+    # A string column without nulls passes through untouched (no copy) until the final concat.
+    return value.fill_null(NULL)
 
 
-def content_expr(frame_columns: list[str], constants: dict[str, Any]) -> pl.Expr:
-    """The canonical content of each row, as one string (version prefix included)."""
-    schema = polars_schema(CONTENT_FIELDS)
-    parts = [pl.lit(VERSION)]
+@lru_cache(maxsize=256)
+def _constant_text(name: str, value: Any) -> str:
+    """A constant's part, formatted once by the same expression a column would use."""
+    dtype = polars_schema([name])[name]
+    return pl.select(_field_expr(name, pl.lit(value, dtype=dtype), escape=True)).item()
+
+
+def _parts(frame: pl.DataFrame, constants: dict[str, Any], escape: bool) -> list[pl.Expr]:
+    """Every content field in a fixed order: one part per column the batch carries, runs of
+    constants and absent fields (NULL) joined into one literal; concat_str adds separators."""
+    parts: list[pl.Expr] = []
+    pending = [VERSION]
     for name in CONTENT_FIELDS:
-        if name in frame_columns:
-            parts.append(_field_expr(name, pl.col(name)))
-        elif constants.get(name) is not None:
-            parts.append(_field_expr(name, pl.lit(constants[name], dtype=schema[name])))
-    return pl.concat_str(parts, separator=SEP, ignore_nulls=True)
+        if name in frame.columns:
+            if pending:
+                parts.append(pl.lit(SEP.join(pending)))
+                pending = []
+            parts.append(_field_expr(name, pl.col(name), escape))
+        else:
+            value = constants.get(name)
+            pending.append(NULL if value is None else _constant_text(name, value))
+    if pending:
+        parts.append(pl.lit(SEP.join(pending)))
+    return parts
 
 
-def hash_expr(content: pl.Expr, prev_request_id: pl.Expr) -> pl.Expr:
-    bound = pl.concat_str([content, pl.lit(_PREV + "=") + _text(prev_request_id)], separator=SEP, ignore_nulls=True)
-    return bound.chash.sha2_256()
+def canonical(frame: pl.DataFrame, constants: dict[str, Any], prev_request_id: pl.Expr | None = None) -> pl.Series:
+    """Each row's canonical text: the version, every content field, then (for hashing) the
+    previous row's request_id, separated by SEP. A value holding SEP has it doubled, so no value
+    can fake a field boundary; as values almost never hold it, the text is built without
+    escaping first and rebuilt with it only when a row shows more separators than fields."""
+    def build(escape: bool) -> pl.Series:
+        parts = _parts(frame, constants, escape)
+        if prev_request_id is not None:
+            prev = _escape(prev_request_id) if escape else prev_request_id
+            parts += [pl.lit(_PREV), prev.fill_null(NULL)]
+        return frame.select(pl.concat_str(parts, separator=SEP).alias("canonical")).to_series()
+
+    text = build(escape=False)
+    expected = len(CONTENT_FIELDS) + (2 if prev_request_id is not None else 0)
+    if (text.str.count_matches(SEP, literal=True) != expected).any():
+        text = build(escape=True)
+    return text
 
 
-def seal(frame: pl.DataFrame, constants: dict[str, Any]) -> tuple[pl.DataFrame, pl.Series]:
-    """Add ``row_hash`` to a prepared batch (rows in write order); also return each row's
-    canonical content, which a write with duplicates needs to re-bind the rows it did insert."""
-    columns = [c for c in frame.columns if c != "row_hash"]
-    content = frame.select(content_expr(columns, constants).alias("content")).to_series()
-    hashed = pl.DataFrame({"content": content, "prev": frame["request_id"].shift(1)}).select(
-        hash_expr(pl.col("content"), pl.col("prev")).alias("row_hash")
-    ).to_series()
-    out = frame.drop("row_hash", strict=False).with_columns(hashed)
-    return out, content
+def content_texts(frame: pl.DataFrame) -> list[str]:
+    """The canonical content of rows read back from the database (all columns present)."""
+    return canonical(frame, {}).to_list()
+
+
+def hashes(frame: pl.DataFrame, constants: dict[str, Any]) -> pl.Series:
+    """Row hashes of rows in write order: each bound to the request_id of the row before."""
+    text = canonical(frame, constants, pl.col("request_id").shift(1))
+    return text.to_frame().select(pl.col("canonical").chash.sha2_256().alias("row_hash")).to_series()
+
+
+@dataclass(frozen=True)
+class Sealed:
+    """A sealed batch (rows in write order), kept until its write commits: a write that finds
+    some rows already stored re-binds the rows it did insert from this plaintext frame."""
+
+    frame: pl.DataFrame
+    constants: dict[str, Any]
+
+    @property
+    def row_hashes(self) -> pl.Series:
+        return self.frame["row_hash"]
+
+
+def seal(frame: pl.DataFrame, constants: dict[str, Any]) -> Sealed:
+    """Add ``row_hash`` to a prepared batch, rows in write order; one vectorised pass."""
+    plain = frame.drop("row_hash", strict=False)
+    return Sealed(plain.with_columns(hashes(plain, constants)), constants)
 
 
 def digest(row_hashes: list[str] | pl.Series) -> str:
@@ -167,15 +219,6 @@ def genesis(conn: sa.Connection) -> None:
         name="chain", value=orjson.dumps({"database_id": str(uuid.uuid4()), "version": VERSION}).decode()))
 
 
-@dataclass(frozen=True)
-class Sealed:
-    """A sealed batch, rows in write order."""
-
-    request_ids: pl.Series
-    contents: pl.Series
-    row_hashes: pl.Series
-
-
 def link_write(conn: sa.Connection, after_id: int, inserted: int, size: int, sealed: Sealed | None) -> Link:
     """Append the link for the rows this transaction inserted (ids above ``after_id``).
 
@@ -200,11 +243,10 @@ def _rebind(conn: sa.Connection, after_id: int, sealed: Sealed) -> pl.Series:
     ).all()
     stored = pl.DataFrame({"id": [r[0] for r in rows], "request_id": [r[1] for r in rows]},
                           schema={"id": pl.Int64, "request_id": pl.Utf8})
-    batch = pl.DataFrame({"request_id": sealed.request_ids, "content": sealed.contents}).unique(
-        "request_id", keep="first", maintain_order=True)
-    bound = stored.join(batch, on="request_id", how="left", maintain_order="left").with_columns(
-        hash_expr(pl.col("content"), pl.col("request_id").shift(1)).alias("row_hash"))
-    if bound["content"].null_count():
+    plain = sealed.frame.drop("row_hash").unique("request_id", keep="first", maintain_order=True)
+    bound = stored.join(plain, on="request_id", how="left", maintain_order="left")
+    bound = bound.with_columns(hashes(bound.drop("id"), sealed.constants))
+    if len(bound) != len(rows) or bound["ts"].null_count():
         raise RuntimeError("rows appeared in tts_events during a write that holds the writers' lock")
     conn.execute(
         sa.update(tts_events).where(tts_events.c.id == sa.bindparam("_id")).values(row_hash=sa.bindparam("_hash")),
@@ -214,6 +256,6 @@ def _rebind(conn: sa.Connection, after_id: int, sealed: Sealed) -> pl.Series:
 
 
 def row_hash_of(content: str, prev_request_id: str | None) -> str:
-    """One row's hash in plain Python: the same bytes :func:`hash_expr` hashes (a test pins it)."""
-    text = content if prev_request_id is None else f"{content}{SEP}{_PREV}={prev_request_id.replace(SEP, SEP + SEP)}"
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+    """One row's hash in plain Python: the same bytes :func:`hashes` hashes (a test pins it)."""
+    prev = NULL if prev_request_id is None else prev_request_id.replace(SEP, SEP + SEP)
+    return hashlib.sha256(f"{content}{SEP}{_PREV}{SEP}{prev}".encode("utf-8")).hexdigest()

@@ -246,7 +246,7 @@ class _Walker:
         schema = {"id": pl.Int64, "row_hash": pl.Utf8, **polars_schema(chain.CONTENT_FIELDS)}
         frame = pl.DataFrame(columns, schema=schema)
         frame = self._decrypt(frame)
-        content = frame.select(chain.content_expr(list(chain.CONTENT_FIELDS), {})).to_series().to_list()
+        content = chain.content_texts(frame)
         return [{"id": i, "request_id": r, "row_hash": h, "content": c}
                 for i, r, h, c in zip(columns["id"], columns["request_id"], columns["row_hash"], content)]
 
