@@ -308,6 +308,8 @@ def test_text_search_on_encrypted_text_says_why_not(encrypted_app):
     _, client, _ = encrypted_app
     response = client.get("/api/v1/events", params={"q": "短句"})
     assert response.status_code == 400 and "text_input is stored encrypted" in response.text
+    page = client.get("/events", params={"q": "短句"})
+    assert page.status_code == 400 and "text_input is stored encrypted" in page.text
 
 
 def test_a_missing_key_shows_a_marker_not_ciphertext_nor_a_500(encrypted_app, monkeypatch):
