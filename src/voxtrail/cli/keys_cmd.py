@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import os
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Callable, Iterator
 
 import click
 import sqlalchemy as sa
 
 from voxtrail import config
-from voxtrail.cli.common import db_options, opened_store
+from voxtrail.cli.common import config_option, db_options, opened_store
 from voxtrail.cli.output import err_console, fail, print_json
 from voxtrail.keys import (
     ENV_KEY_FILE, ENV_KEYS, Keyring, KeyringError, append_key, create_key_file, format_key_line,
@@ -80,7 +79,7 @@ _ENV_HELP = (f"edit {ENV_KEYS} yourself (a new key goes last: 'voxtrail keys gen
 
 @keys_group.command("init")
 @key_file_option
-@click.option("--config", "config_file", metavar="PATH", help="TOML file with settings. Env: VOXTRAIL_CONFIG.")
+@config_option
 @click.option("--print", "print_key", is_flag=True,
               help="Also print the new key line (id:base64key) on stdout, e.g. for a password manager.")
 def keys_init(key_file, config_file, print_key) -> None:
@@ -285,7 +284,7 @@ def keys_retire(kid, key_file, db, config_file) -> None:
             counts = ", ".join(f"{col} {n:,}" for col, n in in_use.items())
             fail(f"key {kid} still encrypts stored values ({counts}): run 'voxtrail keys reencrypt' first")
         try:
-            remove_key(Path(path), kid)
+            remove_key(path, kid)
         except KeyringError as exc:
             fail(str(exc))
     click.echo(f"removed key {kid} from {path}; keep an old copy of the file if a database backup may still "

@@ -38,6 +38,7 @@ def is_encrypted(value: object) -> bool:
 
 
 def _aad(field: str, request_id: str) -> bytes:
+    """Associated data: binds a ciphertext to its column and its row."""
     return f"{field}\x1f{request_id}".encode()
 
 
@@ -63,7 +64,7 @@ def encrypt_series(values: pl.Series, request_ids: list, keyring: Keyring, field
             passed_through = passed_through or value is not None
             continue
         nonce = nonces[i * NONCE_BYTES:(i + 1) * NONCE_BYTES]
-        sealed.append(nonce + encrypt(nonce, value.encode(), (aad_head + rid).encode()))
+        sealed.append(nonce + encrypt(nonce, value.encode(), (aad_head + rid).encode()))  # _aad, inlined
     # Base64 and the prefix in polars, vectorised: a third of the cost per value in Python.
     encoded = (pl.Series(field, sealed, dtype=pl.Binary).bin.encode("base64")
                .str.replace_all("+", "-", literal=True).str.replace_all("/", "_", literal=True))
@@ -108,7 +109,7 @@ def _cipher(keyring: Keyring | None, kid: str, field: str, request_id: str):
 
 def _open(cipher, blob: bytes, kid: str, field: str, request_id: str) -> str:
     try:
-        return cipher.decrypt(blob[:NONCE_BYTES], blob[NONCE_BYTES:], f"{field}\x1f{request_id}".encode()).decode()
+        return cipher.decrypt(blob[:NONCE_BYTES], blob[NONCE_BYTES:], _aad(field, request_id)).decode()
     except (InvalidTag, UnicodeDecodeError):
         raise _not_authentic(field, request_id, kid) from None
 
