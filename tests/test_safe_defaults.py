@@ -7,15 +7,17 @@ import logging
 import os
 import ssl
 import stat
+import subprocess
 from contextlib import contextmanager
 
 import httpx
 import pytest
+import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
 
 from helpers_recorder import wait_until
-from test_cli import assert_one_line_error, voxtrail
+from test_cli import VOXTRAIL, assert_one_line_error, voxtrail
 from test_store import make_batch
 from voxtrail import Recorder
 from voxtrail.store import Store, accounts
@@ -232,3 +234,28 @@ def test_redis_and_collector_urls_with_a_password_are_masked(tmp_path):
         assert SECRET not in rec.stats()["last_error"] and "node:***@" in rec.stats()["last_error"]
     finally:
         rec.close(timeout=0)
+
+
+def test_sql_errors_do_not_carry_bound_values(db_url):
+    with Store.open(db_url) as store, store.engine.connect() as conn:
+        with pytest.raises(sa.exc.DBAPIError) as failure:
+            conn.execute(sa.text("SELECT name FROM voxtrail_users WHERE name = :name AND no_such_column = 1"),
+                         {"name": SECRET})
+    assert SECRET not in str(failure.value) and "hidden" in str(failure.value)
+
+
+def with_stdin(text: str, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([*VOXTRAIL, *args], input=text, capture_output=True, text=True, timeout=120)
+
+
+def test_user_passwords_never_reach_the_output(sqlite_url):
+    added = with_stdin("a long enough S3cretPW\n", "user", "add", "bob", "--role", "viewer", "--password-stdin",
+                       "--db", sqlite_url)
+    assert added.returncode == 0, added.stderr
+    again = with_stdin("another S3cretPW\n", "user", "add", "bob", "--role", "viewer", "--password-stdin",
+                       "--db", sqlite_url)
+    short = with_stdin("S3cret\n", "user", "passwd", "bob", "--password-stdin", "--db", sqlite_url)
+    assert_one_line_error(again, "already exists")
+    assert_one_line_error(short, "too short")
+    for proc in (added, again, short):
+        assert "S3cret" not in proc.stdout + proc.stderr

@@ -203,6 +203,8 @@ def _sqlite_listeners(engine: sa.Engine) -> None:
 
 
 def make_engine(u: URL, dialect: str) -> sa.Engine:
+    """An engine for ``u``. hide_parameters keeps bound values (a session's CSRF token, event
+    texts) out of the SQL errors that end up in tracebacks and logs."""
     shown = shown_url(u)
     try:
         if dialect == "sqlite":
@@ -210,21 +212,21 @@ def make_engine(u: URL, dialect: str) -> sa.Engine:
             kw: dict = {}
             if _sqlite_path(u) is None:
                 kw = {"poolclass": StaticPool, "connect_args": {"check_same_thread": False}}
-            engine = sa.create_engine(u, **kw)
+            engine = sa.create_engine(u, hide_parameters=True, **kw)
             _sqlite_listeners(engine)
         elif dialect == "postgresql":
             u, secrets = _split_secrets(u)
             args = {"connect_timeout": 10, **secrets}
             if "options" not in u.query:
                 args["options"] = "-c TimeZone=UTC"  # now() and ts (UTC-naive) compare correctly
-            engine = sa.create_engine(u, pool_pre_ping=True, connect_args=args)
+            engine = sa.create_engine(u, pool_pre_ping=True, hide_parameters=True, connect_args=args)
         else:
             tls = _mysql_tls(u, shown)
             u, secrets = _split_secrets(u)
             # client_flag=0 drops SQLAlchemy's FOUND_ROWS so an ON DUPLICATE KEY no-op reports 0
             # affected rows: that is how the bulk writer tells inserts from duplicates.
             engine = sa.create_engine(
-                u, pool_pre_ping=True, pool_recycle=3600,
+                u, pool_pre_ping=True, pool_recycle=3600, hide_parameters=True,
                 connect_args={"client_flag": 0, "init_command": _MYSQL_INIT, "connect_timeout": 10,
                               **secrets, **tls},
             )
