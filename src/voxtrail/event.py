@@ -54,11 +54,13 @@ FIELDS: tuple[Field, ...] = (
     Field("text_length", "int", "Length of the input text in characters.", unit="characters"),
     Field("user_id", "string", "Who asked for the generation (seed 004's `user_id`, stored as text so that "
           "numeric ids, names and UUIDs all fit).", length=128),
-    Field("text_input", "text", "The text that was synthesised."),
-    Field("pinyin_input", "text", "Pinyin corrections supplied with the text."),
-    Field("ref_audio_url", "text", "Location of the reference (voice prompt) audio."),
+    Field("text_input", "text", "The text that was synthesised, with personal data masked (docs/masking.md); "
+          "encrypted at rest when configured (docs/encryption.md)."),
+    Field("pinyin_input", "text", "Pinyin corrections supplied with the text (masked like `text_input`)."),
+    Field("ref_audio_url", "text", "Location of the reference (voice prompt) audio. Encrypted at rest by default: "
+          "stored as `vx1:<key id>:<AES-256-GCM ciphertext>` (docs/encryption.md)."),
     Field("ref_audio_sha256", "string", "SHA-256 of the reference audio, when the source computed it.", length=64),
-    Field("emotion_desc", "text", "Emotion described in natural language (e.g. `温柔地说`)."),
+    Field("emotion_desc", "text", "Emotion described in natural language (e.g. `温柔地说`), masked like `text_input`."),
     Field("emotion_vector", "json", "The 8 emotion weights as a JSON array, in the order happy, angry, sad, afraid, "
           "disgusted, melancholic, surprised, calm."),
     Field("emotion_control", "string", "How the emotion was controlled: `speaker` (same as the voice prompt), "
@@ -67,8 +69,9 @@ FIELDS: tuple[Field, ...] = (
     Field("target_duration_ratio", "float", "Requested duration ratio (seed 004's `target_duration_ratio`)."),
     Field("mode", "string", "Seed 004's duration mode: `controlled` or `free`.", length=16),
     Field("error_type", "string", "Exception class of a failure (e.g. `torch.OutOfMemoryError`).", length=256),
-    Field("error_message", "text", "Error message of a failure."),
-    Field("output_audio_url", "text", "Where the generated audio was written (URL or file path)."),
+    Field("error_message", "text", "Error message of a failure, masked like `text_input`."),
+    Field("output_audio_url", "text", "Where the generated audio was written (URL or file path); encrypted at rest "
+          "when configured."),
     Field("output_audio_sha256", "string", "SHA-256 of the generated audio, when the source computed it.", length=64),
     Field("audio_length_ms", "float", "Length of the generated audio, in milliseconds.", unit="ms"),
     Field("rtf", "float", "Real-time factor: inference time divided by generated audio length."),

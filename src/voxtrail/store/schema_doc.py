@@ -12,6 +12,10 @@ from sqlalchemy.dialects import mysql, postgresql, sqlite
 from voxtrail.event import FIELDS_BY_NAME
 from voxtrail.store.schema import (
     ROLLUP_MEASURES,
+    access_log,
+    chain_gaps,
+    chain_links,
+    voxtrail_state,
     import_checkpoints,
     rollup_state,
     rollup_tables,
@@ -49,11 +53,54 @@ EXTRA_DOCS = {
         "state": "Format state carried between imports (e.g. the last timestamp seen by `indextts`).",
         "updated_at": "When the checkpoint last moved (UTC).",
     },
+    "voxtrail_chain": {
+        "seq": "Link number: 1 is the genesis (created with schema 0004), then one per write, in write order.",
+        "first_id": "Smallest `tts_events.id` the write inserted (genesis: 0).",
+        "last_id": "Largest `tts_events.id` the write inserted (genesis: the largest id stored before the chain began).",
+        "row_count": "Rows the write inserted (genesis: rows stored before the chain began, not covered).",
+        "digest": "SHA-256 of the rows' `row_hash` values concatenated in id order (hex).",
+        "prev_hash": "`link_hash` of the previous link.",
+        "link_hash": "SHA-256 of `vx1|seq|first_id|last_id|row_count|digest|prev_hash`: what checkpoints pin.",
+        "created_at": "When the write committed (UTC).",
+        "purged_at": "When retention removed the last of the link's rows (UTC); the link stays in the chain.",
+    },
+    "voxtrail_chain_gaps": {
+        "id": "Row number.",
+        "link_seq": "The link the removed rows belonged to.",
+        "first_id": "First removed id of this run.",
+        "last_id": "Last removed id of this run.",
+        "row_count": "How many rows the run removed.",
+        "last_request_id": "`request_id` of the last removed row: the next row of the link is bound to it.",
+        "row_hashes": "The removed rows' `row_hash` values, concatenated in id order: the link's digest needs them.",
+        "purged_at": "When `voxtrail purge` removed them (UTC).",
+    },
+    "voxtrail_access_log": {
+        "id": "Entry number, in the order entries were appended.",
+        "at": "When the person read (UTC, µs).",
+        "actor": "Who: the logged-in user's name.",
+        "role": "Their role then: `viewer`, `auditor` or `admin`.",
+        "channel": "`web` (pages) or `api` (JSON and exports).",
+        "action": "`view_event`, `list`, `search` (a text search) or `export`.",
+        "target": "The `request_id` viewed, or the export's format.",
+        "query": "What they asked, as JSON: the filters and the time window they resolved to.",
+        "row_count": "How many events they were shown or sent.",
+        "client": "The client's address.",
+        "prev_hash": "`entry_hash` of the previous entry (64 zeros for the first).",
+        "entry_hash": "SHA-256 of `prev_hash` and the entry: `voxtrail access-log --verify` checks the chain.",
+    },
+    "voxtrail_state": {
+        "name": "What the row is about: `chain` (the database's id for checkpoints), `retention` (the horizon "
+                "purges reached), `reencrypt` (progress of a key rotation).",
+        "value": "Its state, as JSON.",
+        "updated_at": "When it last changed (UTC).",
+    },
 }
 
 
-#: Tables in the reference, in order: the events, then the rollups a query tool may read instead.
-DOCUMENTED_TABLES = (tts_events, tts_rejects, import_checkpoints, *rollup_tables.values(), rollup_state)
+#: Tables in the reference, in order: the events, the rollups a query tool may read instead, then
+#: what keeps the trail trustworthy (the hash chain, the access log, small state rows).
+DOCUMENTED_TABLES = (tts_events, tts_rejects, import_checkpoints, *rollup_tables.values(), rollup_state,
+                     chain_links, chain_gaps, access_log, voxtrail_state)
 
 ROLLUP_DOCS = {
     "hour": "Hour of the events: whole hours since 1970-01-01 00:00 UTC (`hour * 3600` is a Unix time).",
