@@ -165,7 +165,7 @@ def test_tls_required_by_the_url_fails_in_one_line_without_the_password(fresh_db
     assert SECRET not in proc.stdout + proc.stderr
     if proc.returncode == 0:  # this server speaks TLS (and trusts our CA): nothing to refuse
         return
-    assert_one_line_error(proc, about, ":***@")
+    assert_one_line_error(proc, about, ":***@", "TLS parameters")
 
 
 # --- secrets in output and logs ----------------------------------------------------------------

@@ -254,9 +254,11 @@ def check_connection(engine: sa.Engine, dialect: str) -> None:
         with engine.connect() as conn:
             conn.exec_driver_sql("SELECT 1")
     except Exception as exc:
-        hint = (
-            "check that the file is writable"
-            if dialect == "sqlite"
-            else "check that the server is running and the URL's host, port, user, password and database are right"
-        )
-        raise StoreError(f"cannot connect to {shown}: {first_line(exc)}; {hint}") from exc
+        reason = first_line(exc)
+        if dialect == "sqlite":
+            hint = "check that the file is writable"
+        elif re.search(r"\bssl\b|certificate|tls", reason, re.IGNORECASE):
+            hint = "check that the server accepts TLS and the URL's TLS parameters (see docs/security.md)"
+        else:
+            hint = "check that the server is running and the URL's host, port, user, password and database are right"
+        raise StoreError(f"cannot connect to {shown}: {reason}; {hint}") from exc
