@@ -275,7 +275,8 @@ def encrypted_app(tmp_path, monkeypatch, fast_password_hashing):
     key_file = write_key_file(tmp_path / "keys", format_key_line("ka", KEY_A))
     monkeypatch.setenv("VOXTRAIL_KEY_FILE", str(key_file))
     monkeypatch.setenv("VOXTRAIL_ENCRYPT_FIELDS", "ref_audio_url,text_input,output_audio_url")
-    app = make_app(f"sqlite:///{tmp_path / 'e.db'}", routers=("voxtrail.web.auth", "voxtrail.web.events"))
+    app = make_app(f"sqlite:///{tmp_path / 'e.db'}",
+                   routers=("voxtrail.web.auth", "voxtrail.web.events", "voxtrail.web.dashboard"))
     now = datetime.now(timezone.utc).replace(tzinfo=None)
     app.state.store.write(EventBatch.from_records([
         {"request_id": f"ev-{i}", "ts": now - timedelta(minutes=i), "status": "success", "source": "http",
@@ -283,8 +284,11 @@ def encrypted_app(tmp_path, monkeypatch, fast_password_hashing):
          "output_audio_url": f"/out/{i}.wav"} for i in range(3)
     ]))
     add_user(app, "auditor", "auditor")
+    add_user(app, "viewer", "viewer")
     client = client_for(app)
     login(client, "auditor")
+    app.state.viewer = client_for(app)
+    login(app.state.viewer, "viewer")
     yield app, client, key_file
     app.state.store.close()
 
@@ -301,7 +305,7 @@ def test_auditors_read_plaintext_and_the_database_holds_none(encrypted_app):
     listed = {e["request_id"]: e["text_excerpt"] for e in client.get("/api/v1/events").json()["events"]}
     assert listed["ev-1"] == LONG_TEXT[:80] + "…" and listed["ev-2"] == "短句 2"
     page = client.get("/events/ev-1")
-    assert page.status_code == 200 and "王小明-prompt.wav" in page.text and "vx1:" not in page.text
+    assert page.status_code == 200 and "王小明-prompt.wav" in page.text and "vx1:ka:" not in page.text
 
 
 def test_text_search_on_encrypted_text_says_why_not(encrypted_app):
@@ -321,7 +325,7 @@ def test_a_missing_key_shows_a_marker_not_ciphertext_nor_a_500(encrypted_app, mo
     event = response.json()
     assert event["ref_audio_url"].startswith("⚠ not decrypted: key 'ka' is not available")
     assert set(event["decryption_errors"]) == {"ref_audio_url", "text_input", "output_audio_url"}
-    assert "vx1:" not in response.text and str(key_file) not in response.text
+    assert "vx1:ka:" not in response.text and str(key_file) not in response.text
     page = client.get("/events/ev-0")
     assert page.status_code == 200 and "not decrypted" in page.text
     excerpt = client.get("/api/v1/events").json()["events"][0]["text_excerpt"]
@@ -336,3 +340,14 @@ def test_a_moved_ciphertext_reads_as_not_authentic(encrypted_app):
     event = client.get("/api/v1/events/ev-2").json()
     assert event["ref_audio_url"].startswith("⚠ not decrypted: the value does not authenticate")
     assert client.get("/api/v1/events/ev-1").json()["ref_audio_url"] == SECRET_URL
+
+
+def test_viewers_get_neither_plaintext_nor_ciphertext(encrypted_app):
+    app, _, _ = encrypted_app
+    viewer = app.state.viewer
+    assert viewer.get("/api/v1/events/ev-1").status_code == 403
+    for path in ("/", "/api/v1/stats?range=7d", "/api/v1/stats/options?range=7d"):
+        response = viewer.get(path)
+        assert response.status_code == 200, path
+        for leaked in ("王小明", "短句", "/out/", "vx1:ka:"):
+            assert leaked not in response.text, (path, leaked)
