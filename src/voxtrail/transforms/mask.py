@@ -24,7 +24,7 @@ import functools
 import logging
 import os
 import re
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import date
 from typing import Callable, Iterable
 
@@ -71,8 +71,8 @@ _ON_VALUES = {"on", "1", "true", "yes"}
 
 def _stars(text: str, keep_start: int, keep_end: int) -> str:
     """``text`` with every digit between the first ``keep_start`` and the last ``keep_end``
-    digits (letters count for IDs' final X) replaced by '*'; separators stay where they are."""
-    positions = [i for i, ch in enumerate(text) if ch.isalnum()]
+    digits replaced by '*'; separators stay where they are (the masked card keeps its layout)."""
+    positions = [i for i, ch in enumerate(text) if ch.isdigit()]
     hidden = set(positions[keep_start:len(positions) - keep_end])
     return "".join("*" if i in hidden else ch for i, ch in enumerate(text))
 
@@ -178,9 +178,6 @@ class Rule:
     builtin: bool = True
     needs: str = ""  # a substring every match contains: texts without it skip the rule
     needs_digit_run: bool = False  # every match is a _digit_run: texts without one skip the rule
-
-    def apply(self, text: str) -> str:
-        return self.pattern.sub(self.mask, text)
 
 
 BUILTIN_RULES: dict[str, Rule] = {
