@@ -132,7 +132,8 @@ def keys_list(key_file, db, config_file, as_json) -> None:
         "encrypted_fields": list(fields),
         "keys": [{"id": kid, "active": kid == active, "values": usage.values_under(kid)} for kid in ids],
         "missing_keys": {kid: usage.values_under(kid) for kid in sorted(usage.key_ids() - set(ids))},
-        "plaintext": {col: n for col, n in usage.plaintext.items() if n},
+        # Plaintext in a configured field: stored before encryption was on, for 'reencrypt'.
+        "plaintext": {col: n for col, n in usage.plaintext.items() if n and col in fields},
         "reencrypt": state.__dict__ if state else None,
     }
     if as_json:
@@ -155,10 +156,12 @@ def _print_report(report: dict) -> None:
     click.echo(f"encrypted fields: {', '.join(report['encrypted_fields']) or 'none'}")
     if report["plaintext"]:
         counts = ", ".join(f"{col} {n:,}" for col, n in report["plaintext"].items())
-        click.echo(f"plaintext values: {counts}")
+        click.echo(f"not encrypted yet (stored before encryption was on): {counts}; "
+                   f"'voxtrail keys reencrypt' encrypts them")
     state = report["reencrypt"]
     if state:
-        where = "finished" if state["done"] else f"stopped after row id {state['after_id']:,} (continue: 'voxtrail keys reencrypt')"
+        where = ("finished" if state["done"] else
+                 f"stopped after row id {state['after_id']:,} (continue: 'voxtrail keys reencrypt')")
         click.echo(f"last re-encryption to {state['target']}: {where}; {state['values_encrypted']:,} values in "
                    f"{state['rows_updated']:,} of {state['rows_scanned']:,} rows")
 
