@@ -174,8 +174,9 @@ def test_missing_old_key_stops_the_pass_with_a_clear_error(sqlite_url, key_env):
 
 def test_rotate_resume_adds_no_key_and_env_keys_are_not_rotated(sqlite_url, key_env, monkeypatch):
     store_rows(sqlite_url)
-    assert cli("keys", "rotate", "--db", sqlite_url, "--no-reencrypt").exit_code == 0
+    added = cli("keys", "rotate", "--db", sqlite_url, "--no-reencrypt", "--json")
     keys, _ = read_key_file(key_env)
+    assert added.exit_code == 0 and orjson.loads(added.stdout) == {"added_key": list(keys)[-1]}
     assert len(keys) == 2
     resumed = cli("keys", "rotate", "--resume", "--db", sqlite_url, "--json")
     assert resumed.exit_code == 0 and orjson.loads(resumed.stdout)["target"] == list(keys)[-1]

@@ -183,6 +183,7 @@ def keys_rotate(key_file, db, config_file, batch_size, pause, as_json, no_reencr
         path = key_file_path(settings, key_file)
         if not path.exists():
             fail(f"no key file at {path}: create one with 'voxtrail keys init'")
+        added = {}
         if not resume:
             kid = new_key_id()
             try:
@@ -191,12 +192,15 @@ def keys_rotate(key_file, db, config_file, batch_size, pause, as_json, no_reencr
                 fail(str(exc))
             except OSError as exc:
                 fail(f"cannot write key file {path}: {exc.strerror or exc}")
+            added = {"added_key": kid}
             click.echo(f"added key {kid} to {path}; it is now the active key (back the file up again)", err=True)
         keyring = _keyring(settings, str(path))
         if no_reencrypt:
             click.echo("stored rows keep their keys until 'voxtrail keys reencrypt'", err=True)
+            if as_json:
+                print_json(added)
             return
-        _run_pass(store, keyring, batch_size=batch_size, pause=pause, as_json=as_json)
+        _run_pass(store, keyring, batch_size=batch_size, pause=pause, as_json=as_json, extra=added)
 
 
 @keys_group.command("reencrypt")
@@ -219,7 +223,7 @@ def keys_reencrypt(key_file, db, config_file, batch_size, pause, as_json, restar
 
 
 def _run_pass(store: Store, keyring: Keyring, *, batch_size: int, pause: float, as_json: bool,
-              resume: bool = True) -> None:
+              resume: bool = True, extra: dict | None = None) -> None:
     state: ReencryptState | None = None
 
     def seen(s: ReencryptState) -> None:
@@ -238,7 +242,7 @@ def _run_pass(store: Store, keyring: Keyring, *, batch_size: int, pause: float, 
         except KeyboardInterrupt:
             fail(f"interrupted; {_resume_hint(state)}", 130)
     if as_json:
-        print_json(final.__dict__)
+        print_json({**(extra or {}), **final.__dict__})
         return
     click.echo(f"re-encrypted {final.values_encrypted:,} values in {final.rows_updated:,} of "
                f"{final.rows_scanned:,} rows to key {final.target}")
