@@ -359,3 +359,17 @@ def test_recorder_mask_false_keeps_text_and_warns(tmp_path, sqlite_url, caplog):
     rec.close()
     assert stored_texts(sqlite_url) == [f"电话 {PHONE}"]
     assert "Recorder(mask=False)" in caplog.text
+
+
+def test_a_bad_mask_table_stops_a_command_in_one_line(tmp_path):
+    config = tmp_path / "voxtrail.toml"
+    config.write_text('[[mask.rules]]\nname = "broken"\npattern = "(unclosed"\n')
+    (tmp_path / "a.jsonl").write_text("{}\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VOXTRAIL_")}
+    proc = subprocess.run([sys.executable, "-m", "voxtrail", "import", str(tmp_path / "a.jsonl"),
+                           "--db", f"sqlite:///{tmp_path}/v.db", "--config", str(config)],
+                          capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode != 0
+    assert proc.stderr.strip().splitlines() == [
+        "voxtrail: error: [[mask.rules]] 'broken': invalid regular expression '(unclosed': "
+        "missing ), unterminated subpattern at position 0"]

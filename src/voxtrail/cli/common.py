@@ -10,6 +10,7 @@ import click
 from voxtrail import config
 from voxtrail.cli.output import fail
 from voxtrail.store import Store, StoreError
+from voxtrail.transforms.mask import check_settings as check_mask_settings
 
 FORMATS = ["auto", "text", "jsonl", "audit", "indextts"]
 
@@ -48,6 +49,7 @@ def opened_store(db: str | None, tz: str | None, config_file: str | None) -> Ite
     """Resolve settings and open the store; a user's mistake ends in one line, not a traceback."""
     try:
         settings = config.load(db=db, tz=tz, config_file=config_file)
+        check_mask_settings(settings)  # a bad [mask] table stops the command here, not mid-import
         store = Store.open(settings.db, settings=settings)
     except (config.ConfigError, StoreError) as exc:
         fail(str(exc))

@@ -229,19 +229,17 @@ class Masker:
         return cls(rules=(), enabled=False)
 
     @classmethod
-    def from_settings(cls, settings: Settings | None) -> "Masker":
-        """TOML ``[mask]`` (enabled, fields, disable, [[mask.rules]]) and env ``VOXTRAIL_MASK``."""
+    def from_settings(cls, settings: Settings | None, *, warn: bool = True) -> "Masker":
+        """TOML ``[mask]`` (enabled, fields, disable, [[mask.rules]]) and env ``VOXTRAIL_MASK``
+        (which wins over the file). The whole table is checked even when masking is off; ``warn``:
+        log the once-per-process warning when it is off."""
         section = settings.section("mask") if settings is not None else {}
         enabled = section.get("enabled", True)
         if not isinstance(enabled, bool):
             raise ConfigError(f"[mask] enabled must be true or false, not {enabled!r}")
         env = os.environ.get("VOXTRAIL_MASK", "").strip().lower()
-        if env in _OFF_VALUES:
-            return cls.off("VOXTRAIL_MASK=off")
-        if env and env not in _ON_VALUES:
+        if env and env not in _OFF_VALUES | _ON_VALUES:
             raise ConfigError(f"VOXTRAIL_MASK={env!r}: use 'on' or 'off'")
-        if not enabled and not env:
-            return cls.off("[mask] enabled = false")
         fields = _names(section, "fields", DEFAULT_FIELDS, MASKABLE_FIELDS, "field")
         disabled = set(_names(section, "disable", (), BUILTIN_ORDER, "rule"))
         rules = [BUILTIN_RULES[name] for name in BUILTIN_ORDER if name not in disabled]
@@ -249,7 +247,12 @@ class Masker:
         if not isinstance(extra, list):
             raise ConfigError("[mask] rules must be an array of tables ([[mask.rules]])")
         rules += [_custom_rule(i, spec) for i, spec in enumerate(extra)]
-        return cls(rules=tuple(rules), fields=fields)
+        off = "VOXTRAIL_MASK=off" if env in _OFF_VALUES else None if env or enabled else "[mask] enabled = false"
+        if off is None:
+            return cls(rules=tuple(rules), fields=fields)
+        if warn:
+            _warn_off(off)
+        return cls(rules=(), fields=fields, enabled=False)
 
     def __post_init__(self) -> None:
         # Plain tuples read in mask_text, the Recorder's hot path (frozen: set once here).
@@ -358,6 +361,11 @@ def _custom_rule(index: int, spec) -> Rule:
         if not isinstance(value, int) or isinstance(value, bool) or value < 0:
             raise ConfigError(f"[[mask.rules]] {name!r}: {key} must be a whole number >= 0")
     return Rule(name, compiled, _keep_mask(keeps.get("keep_start", 0), keeps.get("keep_end", 0)), builtin=False)
+
+
+def check_settings(settings: Settings) -> None:
+    """Raise ConfigError if the ``[mask]`` settings cannot be used (commands check at start)."""
+    Masker.from_settings(settings, warn=False)
 
 
 @functools.cache
