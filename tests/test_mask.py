@@ -5,10 +5,7 @@ every write path (file import on all three databases, HTTP ingest, the Recorder'
 from __future__ import annotations
 
 import logging
-import os
 import re
-import subprocess
-import sys
 from datetime import date
 
 import orjson
@@ -17,6 +14,7 @@ import pytest
 import sqlalchemy as sa
 
 from helpers_recorder import dead_port, wait_until
+from test_cli import voxtrail
 from voxtrail import Recorder
 from voxtrail.config import ConfigError, Settings
 from voxtrail.event import EventBatch
@@ -313,9 +311,7 @@ def test_voxtrail_import_stores_masked_text(db_url, tmp_path):
     ]))
     config = tmp_path / "voxtrail.toml"
     config.write_text('[mask]\n[[mask.rules]]\nname = "order"\npattern = "ORD-\\\\d+"\nkeep_start = 4\n')
-    env = {k: v for k, v in os.environ.items() if not k.startswith("VOXTRAIL_")}
-    proc = subprocess.run([sys.executable, "-m", "voxtrail", "import", str(log), "--db", db_url,
-                           "--config", str(config)], capture_output=True, text=True, env=env, timeout=120)
+    proc = voxtrail("import", str(log), "--db", db_url, "--config", str(config))
     assert proc.returncode == 0, proc.stderr
     assert stored_texts(db_url) == ["请拨打138****5678联系张三，订单 ORD-********", "欢迎大家来体验indextts2"]
 
@@ -365,10 +361,7 @@ def test_a_bad_mask_table_stops_a_command_in_one_line(tmp_path):
     config = tmp_path / "voxtrail.toml"
     config.write_text('[[mask.rules]]\nname = "broken"\npattern = "(unclosed"\n')
     (tmp_path / "a.jsonl").write_text("{}\n")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("VOXTRAIL_")}
-    proc = subprocess.run([sys.executable, "-m", "voxtrail", "import", str(tmp_path / "a.jsonl"),
-                           "--db", f"sqlite:///{tmp_path}/v.db", "--config", str(config)],
-                          capture_output=True, text=True, env=env, timeout=120)
+    proc = voxtrail("import", str(tmp_path / "a.jsonl"), "--db", f"sqlite:///{tmp_path}/v.db", "--config", str(config))
     assert proc.returncode != 0
     assert proc.stderr.strip().splitlines() == [
         "voxtrail: error: [[mask.rules]] 'broken': invalid regular expression '(unclosed': "
