@@ -366,3 +366,16 @@ def test_a_bad_mask_table_stops_a_command_in_one_line(tmp_path):
     assert proc.stderr.strip().splitlines() == [
         "voxtrail: error: [[mask.rules]] 'broken': invalid regular expression '(unclosed': "
         "missing ), unterminated subpattern at position 0"]
+
+
+def test_redis_entries_are_masked_on_both_paths():
+    """What `voxtrail collect` reads from Redis: the column-wise fast path and the per-object one."""
+    from voxtrail.sources.redis_stream import FIELD, entries_to_batch
+
+    event = {"request_id": "x1", "ts": "2025-03-01T10:00:00+08:00", "status": "success",
+             "text_input": f"请拨打{PHONE}"}
+    fast = entries_to_batch([(b"1-0", {FIELD: orjson.dumps(event)})])
+    slow = entries_to_batch([(b"1-0", {FIELD: orjson.dumps({**event, "emotion_vector": [1, 2]})}),
+                             (b"2-0", {FIELD: orjson.dumps({**event, "request_id": "x2"})})])
+    assert fast.frame["text_input"].to_list() == ["请拨打138****5678"]
+    assert slow.frame["text_input"].to_list() == ["请拨打138****5678"] and len(slow.rejects) == 1
