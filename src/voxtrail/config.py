@@ -21,11 +21,11 @@ class ConfigError(Exception):
 
 @dataclass(frozen=True)
 class Settings:
-    db: str
+    db: str = field(repr=False)  # a URL may hold a password: never in a repr that reaches a log
     tz: str
     #: The TOML file's values as read (empty without a file): each feature reads its own table
     #: (``[mask]``, ``[keys]``, ``[retention]``) and its own ``VOXTRAIL_*`` variables.
-    file: dict = field(default_factory=dict)
+    file: dict = field(default_factory=dict, repr=False)
 
     def section(self, name: str) -> dict:
         value = self.file.get(name, {})
