@@ -6,8 +6,9 @@ applies it in ``record()`` itself so that its local spool never holds the raw te
 
 The masked forms keep enough to recognise a value (``138****5678``) and are a function of the
 value alone, so the same number is masked the same way in every event. Masking is idempotent:
-a masked form never matches a rule again, because every rule treats ``*`` next to a match like a
-digit (a masked fragment is never mistaken for the end of a new number).
+a masked form never matches a rule again, because the number rules treat ``*`` next to a match
+like a digit (a masked fragment is never mistaken for the end of a new number) and ``*`` cannot
+end the local part of an e-mail address.
 
 Rules run in order, each on the text the previous one left (see :data:`BUILTIN_ORDER`). The
 checksum-verified rules come first: a resident ID number (18 characters) may also pass the Luhn
