@@ -10,6 +10,8 @@ chain links, masking, the retention horizon check, and (for the audit variant) e
     fresh SQLite file;
 (b) Recorder throughput: record N events (seed 004's fields, text included), then drain them
     into a fresh SQLite file (``recorder_bench.throughput``), events/s;
+Each part also runs this tree with the chain patched out (row hashes NULL, no links), so the
+chain's own cost is printed beside the cost of everything issue 5 added.
 (c) seal alone: in this process, the time ``chain.seal`` takes on a 20,000-event batch against
     ``Store.encode`` of the same batch.
 
@@ -49,11 +51,26 @@ def env_for(tree: Path) -> dict:
     return {**os.environ, "PYTHONPATH": str(tree / "src"), "XDG_CONFIG_HOME": str(tree / ".xdg")}
 
 
-def import_once(tree: Path, log: str, workdir: Path) -> float:
+#: This tree with the hash chain taken out, to measure the chain alone: row hashes left NULL,
+#: no links. Patched in by the benchmark only; voxtrail itself has no switch for it.
+WITHOUT_CHAIN = """
+import polars as pl
+from voxtrail.store import chain
+_seal = chain.seal
+def seal(frame, constants):
+    plain = frame.drop("row_hash", strict=False)
+    return chain.Sealed(plain.with_columns(pl.lit(None, dtype=pl.Utf8).alias("row_hash")), constants)
+chain.seal = seal
+chain.link_write = lambda *args, **kwargs: None
+"""
+
+
+def import_once(tree: Path, log: str, workdir: Path, patch: str = "") -> float:
     db = workdir / "bench.db"
     for suffix in ("", "-wal", "-shm"):
         Path(f"{db}{suffix}").unlink(missing_ok=True)
-    cmd = [sys.executable, "-m", "voxtrail", "import", log, "--db", f"sqlite:///{db}", "--format", "text", "--tz", "UTC"]
+    args = ["import", log, "--db", f"sqlite:///{db}", "--format", "text", "--tz", "UTC"]
+    cmd = [sys.executable, "-c", f"{patch}\nfrom voxtrail.cli import main\nmain({args!r})"]
     t0 = time.perf_counter()
     subprocess.run(cmd, env=env_for(tree), check=True, capture_output=True)
     return time.perf_counter() - t0
@@ -68,8 +85,8 @@ print(json.dumps(throughput("sqlite:///" + work + "/r.db", work + "/spool", {eve
 """
 
 
-def recorder_once(tree: Path, events: int) -> dict:
-    code = RECORDER.format(bench=str(tree / "bench"), events=events)
+def recorder_once(tree: Path, events: int, patch: str = "") -> dict:
+    code = patch + RECORDER.format(bench=str(tree / "bench"), events=events)
     out = subprocess.run([sys.executable, "-c", code], env=env_for(tree), check=True, capture_output=True, text=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -122,32 +139,37 @@ def main() -> None:
         if "a" in args.parts:
             log = str(work / "seed.log")
             generate(log, args.lines)
-            times = {"baseline": [], "current": []}
+            times = {"baseline": [], "no chain": [], "current": []}
             for _ in range(args.rounds):
                 times["baseline"].append(import_once(base, log, work))
+                times["no chain"].append(import_once(ROOT, log, work, WITHOUT_CHAIN))
                 times["current"].append(import_once(ROOT, log, work))
-            b, c = statistics.median(times["baseline"]), statistics.median(times["current"])
-            print(f"(a) import {args.lines:,} lines into SQLite: baseline median {b:.2f} s, with issue 5 {c:.2f} s: "
-                  f"cost {100 * (c / b - 1):+.1f}% (runs {[round(x, 2) for x in times['baseline']]} vs "
-                  f"{[round(x, 2) for x in times['current']]})")
+            b, n, c = (statistics.median(times[k]) for k in ("baseline", "no chain", "current"))
+            print(f"(a) import {args.lines:,} lines into SQLite, medians: before issue 5 {b:.2f} s, this tree "
+                  f"without the chain {n:.2f} s, this tree {c:.2f} s")
+            print(f"    the chain costs {100 * (c / n - 1):+.1f}%; all of issue 5 {100 * (c / b - 1):+.1f}% "
+                  f"(runs: {', '.join(f'{k} {[round(x, 2) for x in v]}' for k, v in times.items())})")
             t0 = time.perf_counter()
             subprocess.run([sys.executable, "-m", "voxtrail", "verify", "--db", f"sqlite:///{work / 'bench.db'}"],
                            env=env_for(ROOT), check=True, capture_output=True)
             v = time.perf_counter() - t0
             print(f"    voxtrail verify of those {args.lines:,} events: {v:.1f} s ({args.lines / v:,.0f} rows/s)")
         if "b" in args.parts:
-            rates = {"baseline": [], "current": []}
-            cpu = {"baseline": [], "current": []}
+            variants = (("baseline", base, ""), ("no chain", ROOT, WITHOUT_CHAIN), ("current", ROOT, ""))
+            rates: dict[str, list] = {name: [] for name, _, _ in variants}
+            cpu: dict[str, list] = {name: [] for name, _, _ in variants}
             for _ in range(args.rounds):
-                for name, tree in (("baseline", base), ("current", ROOT)):
-                    r = recorder_once(tree, args.events)
+                for name, tree, patch in variants:
+                    r = recorder_once(tree, args.events, patch)
                     rates[name].append(r["rate"])
                     cpu[name].append(r["cpu_us"])
-            b, c = statistics.median(rates["baseline"]), statistics.median(rates["current"])
-            bc, cc = statistics.median(cpu["baseline"]), statistics.median(cpu["current"])
-            print(f"(b) Recorder {args.events:,} events into SQLite: baseline median {b:,.0f}/s, with issue 5 "
-                  f"{c:,.0f}/s: cost {100 * (1 - c / b):+.1f}% of throughput; CPU {bc:.1f} -> {cc:.1f} µs/event "
-                  f"(rates {[round(x) for x in rates['baseline']]} vs {[round(x) for x in rates['current']]})")
+            b, n, c = (statistics.median(rates[k]) for k in ("baseline", "no chain", "current"))
+            bc, nc, cc = (statistics.median(cpu[k]) for k in ("baseline", "no chain", "current"))
+            print(f"(b) Recorder, {args.events:,} events into SQLite, medians: before issue 5 {b:,.0f}/s "
+                  f"({bc:.1f} µs CPU/event), without the chain {n:,.0f}/s ({nc:.1f} µs), this tree {c:,.0f}/s "
+                  f"({cc:.1f} µs)")
+            print(f"    the chain costs {100 * (1 - c / n):+.1f}% of throughput; all of issue 5 {100 * (1 - c / b):+.1f}% "
+                  f"(rates: {', '.join(f'{k} {[round(x) for x in v]}' for k, v in rates.items())})")
         if "c" in args.parts:
             s, e = seal_share()
             print(f"(c) chain.seal on 20,000 events: median {s * 1e3:.1f} ms = {s / 20_000 * 1e6:.2f} µs/event, "

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import random
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import sqlalchemy as sa
@@ -21,6 +23,16 @@ from voxtrail.transforms.normalize import excerpt
 from voxtrail.store.schema import tts_events
 
 _ATTEMPTS = 5
+_sealers: dict[int, ThreadPoolExecutor] = {}
+
+
+def _sealer() -> ThreadPoolExecutor:
+    """A pool per process: a forked child inherits the parent's pool without its threads."""
+    pid = os.getpid()
+    if pid not in _sealers:
+        _sealers.clear()
+        _sealers[pid] = ThreadPoolExecutor(max_workers=2, thread_name_prefix="voxtrail-seal")
+    return _sealers[pid]
 #: Transient conflicts between concurrent writers: PostgreSQL deadlock / serialization failure,
 #: MySQL deadlock / lock wait timeout. The whole transaction is retried; it is idempotent.
 _RETRY_SQLSTATES = {"40P01", "40001"}
@@ -87,7 +99,7 @@ class Store:
         in another thread than :meth:`write` (the importer parses and encodes ahead)."""
         prepared = prepare(batch)
         prepared, expired = self._drop_expired(prepared)
-        sealed = None
+        sealed = delta = None
         if prepared.size:
             frame = prepared.frame
             if self.dialect != "sqlite":
@@ -95,9 +107,12 @@ class Store:
                 # then lock rows in the same order); row hashes bind each row to the one before
                 # it in insertion order, so seal in that order.
                 frame = frame.sort("request_id")
-            sealed = chain.seal(frame, prepared.constants)
+            # Hashing and the rollup increments are independent polars work that releases the
+            # GIL: run them side by side, so the seal does not lengthen the encoding thread.
+            sealing = _sealer().submit(chain.seal, frame, prepared.constants)
+            delta = rollups.batch_delta(prepared)
+            sealed = sealing.result()
             prepared = self.protection.encrypt(PreparedBatch(sealed.frame, prepared.constants))
-        delta = rollups.batch_delta(prepared) if prepared.size else None
         try:
             payload = self._writer.encode(prepared, delta) if prepared.size else None
         except OSError as exc:  # SQLite's scratch space: a full or unwritable temp directory
