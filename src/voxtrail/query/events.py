@@ -174,12 +174,8 @@ def list_events(
     if not 1 <= limit <= MAX_PAGE_SIZE:
         raise ValueError(f"limit must be between 1 and {MAX_PAGE_SIZE}")
     search = validate_search(search)
-    engine, protection = _protection(db)
-    if search and "text_input" in protection.fields():
-        raise SearchUnavailable(
-            "text search is not possible: text_input is stored encrypted, so the database cannot look "
-            "inside it; narrow by user, time, node or status instead (docs/encryption.md)"
-        )
+    engine, protection = read_protection(db)
+    refuse_encrypted_search(search, protection)
     where = conditions(filters, search=search, user=user)
     c = tts_events.c
     page_where = where
@@ -213,7 +209,7 @@ def list_events(
 def get_event(db: sa.Engine | Any, request_id: str) -> dict[str, Any] | None:
     """Every field of one event (plus ``ingested_at``), decrypted, or None when no event has that
     id. ``db`` as for :func:`list_events`."""
-    engine, protection = _protection(db)
+    engine, protection = read_protection(db)
     c = tts_events.c
     query = sa.select(*(c[name] for name in FIELD_NAMES), c.ingested_at).where(c.request_id == request_id)
     with engine.connect() as conn:
@@ -225,7 +221,7 @@ def get_event(db: sa.Engine | Any, request_id: str) -> dict[str, Any] | None:
 
 # --- decryption for readers ----------------------------------------------------------------------
 
-class _ReadProtection:
+class ReadProtection:
     """The keys and encrypted fields that apply to one read; keys are loaded only when a value
     actually is encrypted. Given a Store, its own; given an engine, this process's configuration
     (read anew each time: the keys may have been created or rotated since)."""
@@ -268,10 +264,20 @@ class _ReadProtection:
         return row
 
 
-def _protection(db: Any) -> tuple[sa.Engine, _ReadProtection]:
+def read_protection(db: Any) -> tuple[sa.Engine, ReadProtection]:
+    """The engine and the read-side decryption for ``db`` (a Store, or an engine: then the keys
+    configured for this process), shared by every query that returns event fields."""
     if isinstance(db, sa.Engine):
-        return db, _ReadProtection(None)
-    return db.engine, _ReadProtection(db)
+        return db, ReadProtection(None)
+    return db.engine, ReadProtection(db)
+
+
+def refuse_encrypted_search(search: str | None, protection: "ReadProtection") -> None:
+    if search and "text_input" in protection.fields():
+        raise SearchUnavailable(
+            "text search is not possible: text_input is stored encrypted, so the database cannot look "
+            "inside it; narrow by user, time, node or status instead (docs/encryption.md)"
+        )
 
 
 def _reason(exc: Exception, kid: str) -> str:

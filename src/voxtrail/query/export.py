@@ -24,10 +24,10 @@ import sqlalchemy as sa
 
 from voxtrail.event import FIELD_NAMES
 from voxtrail.keys import ENCRYPTABLE_FIELDS
-# _protection: the events module's read-side decryption, so an export reveals exactly what the
-# event pages do (the same keys, the same markers).
+# The events module's read-side decryption, so an export reveals exactly what the event pages do
+# (the same keys, the same markers).
 from voxtrail.query.events import (
-    FiltersLike, SearchUnavailable, _protection, conditions, jsonable, validate_search,
+    FiltersLike, conditions, jsonable, read_protection, refuse_encrypted_search, validate_search,
 )
 from voxtrail.store.schema import tts_events
 
@@ -45,11 +45,9 @@ def export_ids(db: sa.Engine | Any, filters: FiltersLike | None, *, search: str 
     ``db`` is the Store (its keyring decrypts) or an engine, as for the event list."""
     if not 1 <= limit <= MAX_LIMIT:
         raise ValueError(f"limit must be between 1 and {MAX_LIMIT:,}")
-    engine, protection = _protection(db)
+    engine, protection = read_protection(db)
     search = validate_search(search)
-    if search and "text_input" in protection.fields():
-        raise SearchUnavailable("text search is not possible: text_input is stored encrypted; "
-                                "export by user, time, node or status instead (docs/encryption.md)")
+    refuse_encrypted_search(search, protection)
     c = tts_events.c
     query = (sa.select(c.id).where(*conditions(filters, search=search, user=user))
              .order_by(c.ts.desc(), c.id.desc()).limit(limit + 1))
@@ -64,7 +62,7 @@ def export_rows(db: sa.Engine | Any, ids: list[int]) -> Iterator[dict[str, Any]]
     A chunk is a run of consecutive ids of the export's order, so ordering each chunk the same
     way keeps the whole order. A connection is held per chunk only.
     """
-    engine, protection = _protection(db)
+    engine, protection = read_protection(db)
     encrypted = {name: name for name in ENCRYPTABLE_FIELDS}
     c = tts_events.c
     for start in range(0, len(ids), CHUNK):

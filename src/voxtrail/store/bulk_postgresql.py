@@ -77,7 +77,6 @@ class PostgreSQLWriter(EncodeNothing):
         types = {c.name: c.type.compile(dialect=dialect) for c in tts_events.columns}
         # One staging table per column set, kept for the session; ON COMMIT DELETE ROWS empties it.
         stage = "vx_stage_" + hashlib.sha1(",".join(cols).encode()).hexdigest()[:16]
-        col_list = ", ".join(_q(c) for c in cols)
         raw = conn.connection.driver_connection
         with raw.cursor() as cur:
             cur.execute(

@@ -22,12 +22,12 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Callable
 
-import orjson
 import polars as pl
 import sqlalchemy as sa
 
 from voxtrail import config
-from voxtrail.store.schema import chain_gaps, chain_links, tts_events, tts_rejects, voxtrail_state, web_sessions
+from voxtrail.store import state
+from voxtrail.store.schema import chain_gaps, chain_links, tts_events, tts_rejects, web_sessions
 
 DEFAULT_AUDIT = "180d"
 DEFAULT_OPERATIONS = "90d"
@@ -275,19 +275,10 @@ def _delete_in_batches(engine, options, table, id_column, condition, batch: int)
 def _save_horizon(engine: sa.Engine, dialect: str, cutoffs: Cutoffs) -> None:
     """Remember the newest cutoffs ever applied, before deleting (a write racing the purge then
     already sees them)."""
-    from voxtrail.store.checkpoints import _INSERTS
-
     with engine.begin() as conn:
         old = load_horizon(conn)
         merged = Cutoffs(_later(old.audit, cutoffs.audit), _later(old.operations, cutoffs.operations))
-        value = orjson.dumps({k: v.isoformat() if v else None for k, v in asdict(merged).items()}).decode()
-        stmt = _INSERTS[dialect](voxtrail_state).values(name="retention", value=value, updated_at=utcnow())
-        changes = {"value": value, "updated_at": utcnow()}
-        if dialect == "mysql":
-            stmt = stmt.on_duplicate_key_update(**changes)
-        else:
-            stmt = stmt.on_conflict_do_update(index_elements=["name"], set_=changes)
-        conn.execute(stmt)
+        state.save(conn, dialect, "retention", {k: v.isoformat() if v else None for k, v in asdict(merged).items()})
 
 
 def _later(a: datetime | None, b: datetime | None) -> datetime | None:
@@ -295,10 +286,9 @@ def _later(a: datetime | None, b: datetime | None) -> datetime | None:
 
 
 def load_horizon(conn: sa.Connection) -> Cutoffs:
-    value = conn.execute(sa.select(voxtrail_state.c.value).where(voxtrail_state.c.name == "retention")).scalar()
-    if value is None:
+    data = state.load(conn, "retention")
+    if data is None:
         return Cutoffs(None, None)
-    data = orjson.loads(value)
     return Cutoffs(*(datetime.fromisoformat(data[k]) if data.get(k) else None for k in ("audit", "operations")))
 
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
 from typing import Callable, Iterable
 
 import orjson
@@ -29,7 +28,8 @@ from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.functions import FunctionElement
 
 from voxtrail.keys import ENCRYPTABLE_FIELDS, Keyring
-from voxtrail.store.schema import tts_events, voxtrail_state
+from voxtrail.store import state
+from voxtrail.store.schema import tts_events
 from voxtrail.transforms.encrypt import PREFIX, decrypt_value, encrypt_series, is_encrypted, key_id_of
 
 STATE_NAME = "reencrypt"
@@ -53,24 +53,14 @@ class ReencryptState:
 
 
 def load_state(conn: sa.Connection) -> ReencryptState | None:
-    value = conn.execute(sa.select(voxtrail_state.c.value).where(voxtrail_state.c.name == STATE_NAME)).scalar()
-    if value is None:
+    data = state.load(conn, STATE_NAME)
+    if data is None:
         return None
-    data = orjson.loads(value)
     return ReencryptState(**{k: v for k, v in data.items() if k in ReencryptState.__dataclass_fields__})
 
 
-def _save_state(conn: sa.Connection, dialect: str, state: ReencryptState) -> None:
-    from voxtrail.store.checkpoints import _INSERTS
-
-    now = datetime.now(timezone.utc).replace(tzinfo=None)
-    stmt = _INSERTS[dialect](voxtrail_state).values(name=STATE_NAME, value=state.as_json(), updated_at=now)
-    changes = {"value": state.as_json(), "updated_at": now}
-    if dialect == "mysql":
-        stmt = stmt.on_duplicate_key_update(**changes)
-    else:
-        stmt = stmt.on_conflict_do_update(index_elements=["name"], set_=changes)
-    conn.execute(stmt)
+def _save_state(conn: sa.Connection, dialect: str, progress: ReencryptState) -> None:
+    state.save(conn, dialect, STATE_NAME, asdict(progress))
 
 
 def _dialect(engine: sa.Engine) -> str:

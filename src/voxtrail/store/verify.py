@@ -20,8 +20,8 @@ import polars as pl
 import sqlalchemy as sa
 
 from voxtrail.event import FIELDS_BY_NAME, polars_schema
-from voxtrail.store import chain
-from voxtrail.store.schema import chain_gaps, chain_links, tts_events, voxtrail_state
+from voxtrail.store import chain, state
+from voxtrail.store.schema import chain_gaps, chain_links, tts_events
 
 CHECKPOINT_FORMAT = "voxtrail-checkpoint/1"
 #: Fields that may hold ciphertext (whatever the configuration is today).
@@ -63,10 +63,10 @@ class Report:
 
 
 def database_id(conn: sa.Connection) -> str:
-    value = conn.execute(sa.select(voxtrail_state.c.value).where(voxtrail_state.c.name == "chain")).scalar()
+    value = state.load(conn, "chain")
     if value is None:
         raise VerifyError("this database has no chain state: it was not created by voxtrail 0.5 or later")
-    return orjson.loads(value)["database_id"]
+    return value["database_id"]
 
 
 def verify(engine: sa.Engine, keyring=None, *, checkpoint: dict | None = None, batch: int = 20_000,

@@ -20,7 +20,7 @@ from typing import Callable, Iterable, Iterator
 from voxtrail import transforms
 from voxtrail.event import EventBatch, Reject
 from voxtrail.sources.files import identity, reader
-from voxtrail.sources.formats import Chunk, ParseContext, detect
+from voxtrail.sources.formats import ParseContext, detect
 from voxtrail.store import Checkpoint, Store
 
 DETECT_BYTES = 64 << 10
