@@ -19,12 +19,29 @@ def test_defaults():
 
 
 def test_precedence(monkeypatch, tmp_path):
-    (tmp_path / "voxtrail.toml").write_text('db = "sqlite:///from-file.db"\ntz = "Europe/Berlin"\n')
-    assert config.load() == config.Settings("sqlite:///from-file.db", "Europe/Berlin")
+    (tmp_path / "voxtrail.toml").write_text('db = "sqlite:///from-file.db"\ntz = "Europe/Berlin"\n'
+                                            '[retention]\naudit = "30d"\n')
+
+    def resolved(**flags):
+        settings = config.load(**flags)
+        return settings.db, settings.tz
+
+    assert resolved() == ("sqlite:///from-file.db", "Europe/Berlin")
+    assert config.load().section("retention") == {"audit": "30d"} and config.load().section("mask") == {}
     monkeypatch.setenv("VOXTRAIL_DB", "sqlite:///from-env.db")
     monkeypatch.setenv("VOXTRAIL_TZ", "Asia/Shanghai")
-    assert config.load() == config.Settings("sqlite:///from-env.db", "Asia/Shanghai")
-    assert config.load(db="sqlite:///flag.db", tz="UTC") == config.Settings("sqlite:///flag.db", "UTC")
+    assert resolved() == ("sqlite:///from-env.db", "Asia/Shanghai")
+    assert resolved(db="sqlite:///flag.db", tz="UTC") == ("sqlite:///flag.db", "UTC")
+
+
+def test_settings_never_show_the_database_url():
+    settings = config.Settings(db="postgresql://tts:S3cret@db/tts", tz="UTC", file={"db": "postgresql://tts:S3cret@db/tts"})
+    assert "S3cret" not in repr(settings)
+
+
+def test_a_section_that_is_not_a_table_is_a_clear_error():
+    with pytest.raises(config.ConfigError, match=r"\[mask\] in the config file must be a table"):
+        config.Settings(db="sqlite://", tz="UTC", file={"mask": "off"}).section("mask")
 
 
 def test_explicit_config_file(monkeypatch, tmp_path):

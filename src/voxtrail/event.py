@@ -99,6 +99,8 @@ FIELDS: tuple[Field, ...] = (
 )
 
 FIELD_NAMES: tuple[str, ...] = tuple(f.name for f in FIELDS)
+#: Fields only the store sets: a source's value for them is never taken as the field.
+STORE_FIELDS = frozenset({"row_hash"})
 FIELDS_BY_NAME: dict[str, Field] = {f.name: f for f in FIELDS}
 
 _POLARS_TYPES: dict[Kind, Any] = {

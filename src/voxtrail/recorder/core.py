@@ -20,7 +20,7 @@ from typing import Any, Callable, Mapping
 
 import orjson
 
-from voxtrail.event import FIELD_NAMES
+from voxtrail.event import FIELD_NAMES, STORE_FIELDS
 from voxtrail.recorder.shipper import Drain, Shipper
 from voxtrail.recorder.spool import SpoolFull, SpoolWriter, SubSpool, ensure_private_dir
 from voxtrail.recorder.stats import RateLimitedWarning, Stats
@@ -30,7 +30,7 @@ from voxtrail.transforms.mask import Masker, default_masker
 log = logging.getLogger("voxtrail.recorder")
 
 #: Fields a caller may set: every event field except those saying where a record came from.
-RECORDABLE = frozenset(FIELD_NAMES) - {"source", "source_format", "source_file", "source_offset"}
+RECORDABLE = frozenset(FIELD_NAMES) - {"source", "source_format", "source_file", "source_offset"} - STORE_FIELDS
 
 DEFAULT_MAX_SPOOL_BYTES = 1 << 30  # 1 GiB: ~2 million typical events, days of a busy node's outage
 DEFAULT_SEGMENT_BYTES = 16 << 20

@@ -22,10 +22,13 @@ from zoneinfo import ZoneInfo
 import orjson
 import polars as pl
 
-from voxtrail.event import EMOTION_VECTOR_LABELS, FIELDS_BY_NAME, STATUS_VALUES, EventBatch, Reject, polars_schema
+from voxtrail.event import (
+    EMOTION_VECTOR_LABELS, FIELDS_BY_NAME, STATUS_VALUES, STORE_FIELDS, EventBatch, Reject, polars_schema,
+)
 
-#: Fields that describe where a record came from: the receiver sets them, a record cannot.
-SOURCE_FIELDS = frozenset({"source", "source_format", "source_file", "source_offset"})
+#: Fields that describe where a record came from, and the row hash: the receiver and the store set
+#: them, a record cannot.
+SOURCE_FIELDS = frozenset({"source", "source_format", "source_file", "source_offset"}) | STORE_FIELDS
 #: Values of the ``source`` field.
 SOURCES = ("file", "recorder", "http", "redis")
 EXCERPT_BYTES = 200
