@@ -12,6 +12,8 @@ import pytest
 from helpers_recorder import rows
 from voxtrail import Recorder
 from voxtrail.integrations.indextts import instrument, uninstrument
+from voxtrail.store import Store
+from voxtrail.transforms.encrypt import decrypt_value
 
 
 def write_wav(path, seconds: float, rate: int = 22050) -> None:
@@ -96,7 +98,11 @@ def test_each_infer_call_is_recorded(db_url, tmp_path, ref_audio, capsys):
     assert vec.latency_ms == pytest.approx(140.0) and vec.audio_length_ms == pytest.approx(350.0)
     assert vec.rtf == pytest.approx(0.4) and vec.text_length == 7
     assert vec.output_audio_url == str(out1) and vec.output_audio_sha256 == sha256(out1)
-    assert vec.ref_audio_url == str(ref_audio) and vec.ref_audio_sha256 == sha256(ref_audio)
+    # Stored encrypted (the default for ref_audio_url); the store's keys give the path back.
+    with Store.open(db_url) as store:
+        path = decrypt_value(vec.ref_audio_url, store.keyring, "ref_audio_url", vec.request_id)
+    assert vec.ref_audio_url.startswith("vx1:") and path == str(ref_audio)
+    assert vec.ref_audio_sha256 == sha256(ref_audio)
     assert vec.node == "gpu-1" and vec.model == "IndexTTS2" and vec.model_version == "2.0"
     assert vec.status == "success" and vec.source == "recorder"
     assert "top_p" in str(vec.attributes)
@@ -140,7 +146,6 @@ def test_uninstrument_restores_the_method(sqlite_url, tmp_path, ref_audio):
     uninstrument(tts)
     tts.infer(str(ref_audio), "abc", str(tmp_path / "a.wav"))
     rec.close()
-    from voxtrail.store import Store
 
     with Store.open(sqlite_url) as store:
         assert store.count() == 0 and tts.calls == 1
