@@ -267,7 +267,7 @@ class _Walker:
 
 
 class _Tampered(VerifyError):
-    pass
+    """A ciphertext that does not authenticate: evidence of tampering, reported as a broken chain."""
 
 
 def _links(conn: sa.Connection, page: int = 10_000) -> Iterator[chain.Link]:
