@@ -43,7 +43,7 @@ def collect_command(redis_url, stream, group, consumer, db, config_file, batch_s
     import redis
 
     from voxtrail.sources.redis_stream import RedisUnavailable, StreamCollector
-    from voxtrail.store.engine import mask_url
+    from voxtrail.redact import mask_url
 
     try:
         client = redis.Redis.from_url(redis_url, socket_timeout=30, socket_connect_timeout=5)

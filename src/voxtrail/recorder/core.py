@@ -21,6 +21,7 @@ from typing import Any, Callable, Mapping
 import orjson
 
 from voxtrail.event import FIELD_NAMES, STORE_FIELDS
+from voxtrail.redact import mask_url
 from voxtrail.recorder.shipper import Drain, Shipper
 from voxtrail.recorder.spool import SpoolFull, SpoolWriter, SubSpool, ensure_private_dir
 from voxtrail.recorder.stats import RateLimitedWarning, Stats
@@ -90,11 +91,11 @@ def _transport_factory(db: str | None, url: str | None, token: str | None, redis
         from voxtrail.recorder.http import HttpTransport
 
         transport = lambda spool: HttpTransport(url, token, timeout=http_timeout, spool_dir=spool)  # noqa: E731
-        return transport, f"http {_hide_password(url)}"
+        return transport, f"http {mask_url(url)}"
     if redis:
         from voxtrail.recorder.redis import RedisTransport
 
-        return (lambda spool: RedisTransport(redis, stream)), f"redis {_hide_password(redis)} {stream}"
+        return (lambda spool: RedisTransport(redis, stream)), f"redis {mask_url(redis)} {stream}"
     from voxtrail import config
     from voxtrail.recorder.transports import DatabaseTransport
     from voxtrail.store.engine import normalize_url, shown_url
@@ -116,15 +117,6 @@ def _resolve_masker(mask: Masker | bool | None) -> Masker:
     if not isinstance(mask, Masker):
         raise TypeError(f"Recorder(mask=...) takes a Masker, True, False or None, not {type(mask).__name__}")
     return mask
-
-
-def _hide_password(url: str) -> str:
-    from urllib.parse import urlsplit
-
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    return url.replace(f":{parts.password}@", ":***@", 1)
 
 
 class Recorder:

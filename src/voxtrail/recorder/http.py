@@ -19,22 +19,16 @@ import logging
 import os
 from datetime import datetime, timezone
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import orjson
 
 from voxtrail.recorder.spool import ensure_private_dir
+from voxtrail.redact import mask_url
 from voxtrail.recorder.transports import Delivered, Retry, SpoolBatch
 
 log = logging.getLogger("voxtrail.recorder")
 ENDPOINT = "/api/v1/events"
 _RETRY_STATUS = {401, 403, 408, 429}
-
-
-def shown_url(url: str) -> str:
-    """The collector's URL for messages and logs: a password in it (basic auth) shown as ***."""
-    password = urlsplit(url).password
-    return url if password is None else url.replace(f":{password}@", ":***@", 1)
 
 
 def endpoint_url(url: str) -> str:
@@ -61,7 +55,7 @@ class HttpTransport:
 
         self._httpx = httpx
         self.url = endpoint_url(url)
-        self.shown = shown_url(self.url)
+        self.shown = mask_url(self.url)
         headers = {"Content-Type": "application/x-ndjson", "User-Agent": "voxtrail-recorder"}
         if token:
             headers["Authorization"] = f"Bearer {token}"

@@ -18,6 +18,8 @@ from sqlalchemy import event
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.pool import StaticPool
 
+from voxtrail.redact import SECRET_PARAMS, SECRET_QUERY, mask_url
+
 DEFAULT_URL = "sqlite:///voxtrail.db"
 
 #: URL scheme (before any ``+driver``) -> (canonical dialect name, drivername we use).
@@ -35,11 +37,6 @@ _DRIVERS = {
 #: NO_BACKSLASH_ESCAPES) is what the bulk writer's literal quoting relies on.
 _MYSQL_INIT = "SET time_zone = '+00:00', sql_mode = 'TRADITIONAL'"
 
-#: Query parameters holding a secret (a password, a private key's passphrase). They reach the
-#: driver as connect arguments and are dropped from the engine's URL, so no rendering of that
-#: URL (status lines, logs, error messages) can show them.
-_SECRET_PARAMS = frozenset({"password", "passwd", "sslpassword", "ssl_key_password"})
-
 #: MySQL TLS parameters, in SQLAlchemy's spelling (ssl_ca...) and PyMySQL's (ssl_verify_cert...).
 _MYSQL_TLS = ("ssl_ca", "ssl_capath", "ssl_cert", "ssl_key", "ssl_key_password", "ssl_cipher",
               "ssl_check_hostname", "ssl_verify_cert", "ssl_verify_identity")
@@ -53,22 +50,15 @@ class StoreError(Exception):
     """A database problem the user can fix; ``str()`` is one line that says what to do."""
 
 
-_SECRET_QUERY = re.compile(r"(?<=[?&])(%s)=[^&]*" % "|".join(sorted(_SECRET_PARAMS)), re.IGNORECASE)
-
-
-def mask_url(text: str) -> str:
-    """Hide the password of any URL-ish text (Redis, HTTP, or one SQLAlchemy could not parse)."""
-    text = re.sub(r"(://[^:/@]*):[^/]*@", r"\1:***@", text)  # up to the host's @: a password may hold one
-    return _SECRET_QUERY.sub(r"\1=***", text)
-
-
 def shown_url(u: URL) -> str:
     """``u`` for messages and logs: its password and secret query values hidden."""
-    return _SECRET_QUERY.sub(r"\1=***", u.render_as_string(hide_password=True))
+    return SECRET_QUERY.sub(r"\1=***", u.render_as_string(hide_password=True))
 
 
 def _split_secrets(u: URL) -> tuple[URL, dict]:
-    secrets = {k: v for k, v in u.query.items() if k.lower() in _SECRET_PARAMS}
+    """Secret query parameters go to the driver as connect arguments and leave the engine's URL,
+    so no rendering of that URL (status lines, logs, errors) can show them."""
+    secrets = {k: v for k, v in u.query.items() if k.lower() in SECRET_PARAMS}
     return u.difference_update_query(secrets), secrets
 
 
