@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from voxtrail.cli.common import db_options, opened_store
-from voxtrail.cli.output import count_progress, fail, print_json
+from voxtrail.cli.output import count_progress, err_console, fail, print_json
 
 
 @click.command("purge")
@@ -39,8 +39,9 @@ def purge_command(db, config_file, audit, operations, dry_run, batch_size, as_js
         if dry_run:
             result = purge.preview(store.engine, cutoffs)
         else:
-            total = purge.preview(store.engine, cutoffs).events
-            with count_progress(total, not as_json, "purging", "events") as advance:
+            shown = not as_json and err_console.is_terminal  # a count only a progress bar needs
+            total = purge.preview(store.engine, cutoffs).events if shown else None
+            with count_progress(total, shown, "purging", "events") as advance:
                 result = purge.purge(store.engine, store.dialect, cutoffs, batch=batch_size, progress=advance)
         where = store.display_url
     if as_json:

@@ -8,7 +8,7 @@ import click
 import orjson
 
 from voxtrail.cli.common import db_options, opened_store
-from voxtrail.cli.output import count_progress, fail, print_json
+from voxtrail.cli.output import count_progress, err_console, fail, print_json
 
 EXIT_BROKEN = 3
 
@@ -33,10 +33,11 @@ def verify_command(db, config_file, export, checkpoint_file, as_json) -> None:
 
     checkpoint = _read_checkpoint(checkpoint_file) if checkpoint_file else None
     with opened_store(db, None, config_file) as (store, _):
-        total = store.count()
+        shown = not as_json and err_console.is_terminal  # a count only a progress bar needs
+        total = store.count() if shown else None
         try:
             keyring = store.keyring
-            with count_progress(total, not as_json, "verifying") as advance:
+            with count_progress(total, shown, "verifying") as advance:
                 report = verify(store.engine, keyring, checkpoint=checkpoint, progress=advance)
         except (VerifyError, KeyringError) as exc:
             fail(str(exc))

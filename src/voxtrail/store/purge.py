@@ -16,6 +16,7 @@ horizon is quarantined instead of stored again (it would be counted twice in the
 from __future__ import annotations
 
 import bisect
+import os
 import re
 import time
 from dataclasses import asdict, dataclass, field
@@ -53,8 +54,6 @@ class Retention:
     @classmethod
     def from_settings(cls, settings: config.Settings, audit: str | None = None,
                       operations: str | None = None) -> "Retention":
-        import os
-
         section = settings.section("retention")
         raw_audit = audit or os.environ.get("VOXTRAIL_RETENTION_AUDIT") or section.get("audit", DEFAULT_AUDIT)
         raw_ops = (operations or os.environ.get("VOXTRAIL_RETENTION_OPERATIONS")
