@@ -314,6 +314,9 @@ def test_text_search_on_encrypted_text_says_why_not(encrypted_app):
     assert response.status_code == 400 and "text_input is stored encrypted" in response.text
     page = client.get("/events", params={"q": "短句"})
     assert page.status_code == 400 and "text_input is stored encrypted" in page.text
+    listing = client.get("/events")  # the page offers no search box it would then refuse
+    assert listing.status_code == 200 and 'name="q"' not in listing.text
+    assert "No text search: text_input is stored encrypted" in listing.text
 
 
 def test_a_missing_key_shows_a_marker_not_ciphertext_nor_a_500(encrypted_app, monkeypatch):

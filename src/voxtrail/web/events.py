@@ -178,6 +178,7 @@ def events_page(request: Request, user: Auditor) -> HTMLResponse:
         "export_urls": {fmt: _url("/api/v1/events/export", _export_params(request, fmt))
                         for fmt in query_export.FORMATS},
         "export_limit": query_export.DEFAULT_LIMIT,
+        "text_searchable": "text_input" not in request.app.state.store.encrypt_fields,
         "fmt": FORMATTERS,
     })
 
