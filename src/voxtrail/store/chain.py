@@ -226,12 +226,12 @@ def link_write(conn: sa.Connection, after_id: int, inserted: int, size: int, sea
     inserted row is bound again to the one inserted before it, and its hash updated."""
     from voxtrail.store.schema import tts_events
 
+    if sealed is None:
+        raise RuntimeError("a batch reached the store without row hashes: encode it with Store.encode")
     # Two index lookups: min()/max() with a range condition would scan the inserted rows.
     first_id = conn.execute(
         sa.select(tts_events.c.id).where(tts_events.c.id > after_id).order_by(tts_events.c.id).limit(1)).scalar_one()
     last_id = conn.execute(sa.select(sa.func.max(tts_events.c.id))).scalar_one()
-    if sealed is None:
-        raise RuntimeError("a batch reached the store without row hashes: encode it with Store.encode")
     hashes = sealed.row_hashes if inserted == size else _rebind(conn, after_id, sealed)
     return append_link(conn, int(first_id), int(last_id), inserted, digest(hashes))
 
