@@ -35,18 +35,27 @@ LENIENT = (
 _SNIFF = re.compile(LENIENT.replace(r"\x{FEFF}", "\ufeff").replace("(?<", "(?P<"))
 
 
+def _find_unit_length(line: pl.Expr) -> pl.Expr:
+    """The length of ``line`` in the unit ``str.find`` returns offsets in."""
+    return line.str.len_chars() if _FIND_COUNTS_CHARS else line.str.len_bytes()
+
+
+_FIND_COUNTS_CHARS = pl.select(pl.lit("\u00e9,").str.find(",", literal=True)).item() == 1
+
+
 def _canonical_columns() -> list[pl.Expr]:
     """Fields of canonical lines by position; garbage (filtered out later) on other lines.
 
-    ``str.find`` counts bytes and ``str.slice`` characters: they agree up to the emotion (the
-    regex admits only ASCII there), and what follows the emotion is measured from the end.
+    ``str.slice`` counts characters; ``str.find`` counts bytes before polars 2 and characters
+    since. Both agree up to the emotion (the regex admits only ASCII there), and what follows
+    the emotion is measured from the end, in ``str.find``'s unit.
     """
     line = pl.col("line")
     close = line.str.find("]", literal=True)
     dash = line.str.find(" - TextLen=", literal=True)
     emo = line.str.find(", Emotion=", literal=True)
     dur = line.str.find(", Duration=", literal=True)
-    tail_len = line.str.len_bytes() - dur  # ", Duration=7.9s, Success=True", all ASCII
+    tail_len = _find_unit_length(line) - dur  # ", Duration=7.9s, Success=True", all ASCII
     success = line.str.ends_with("=True")
     # CANONICAL admits only ``,mmm``/``.mmm`` or ``.ffffff``: fixed-width slices read both
     # (a slice that runs into ``] LEVEL`` fails its cast and falls through the coalesce).
