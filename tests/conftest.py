@@ -13,6 +13,17 @@ from typing import Callable
 
 import pytest
 import sqlalchemy as sa
+from hypothesis import HealthCheck, settings
+
+# Property-based tests: a bounded budget everywhere (CI included), more with
+# HYPOTHESIS_PROFILE=deep for a local hunt. No deadline: the machine is shared and noisy, and a
+# slow example is a benchmark's concern, not a property's. Examples that talk to a database
+# are few and fixtures are function-scoped on purpose (each example gets fresh state itself).
+settings.register_profile("default", max_examples=60, deadline=None,
+                          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+settings.register_profile("deep", max_examples=2000, deadline=None,
+                          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 DIALECTS = ("sqlite", "postgresql", "mysql")
 
