@@ -20,11 +20,20 @@ pytestmark = pytest.mark.usefixtures("fast_password_hashing")
 
 
 class FakeClock:
+    """Monotonic seconds for the throttle's memory; ``wall()`` moves the same way for the users
+    table's recorded failures (written at the real time)."""
+
     def __init__(self) -> None:
         self.now = 1000.0
 
     def __call__(self) -> float:
         return self.now
+
+    def wall(self):
+        return accounts.utcnow() + timedelta(seconds=self.now - 1000.0)
+
+    def throttle(self, **kw) -> LoginThrottle:
+        return LoginThrottle(clock=self, wall_clock=self.wall, **kw)
 
 
 @pytest.fixture
@@ -172,7 +181,7 @@ def test_throttle_doubles_the_wait_after_free_attempts():
 
 def test_failed_logins_are_slowed_per_user_whether_or_not_it_exists(app):
     clock = FakeClock()
-    app.state.login_throttle = LoginThrottle(clock=clock)
+    app.state.login_throttle = clock.throttle()
     add_user(app, "alice", "admin")
     with client_for(app) as client:
         for name in ("alice", "ghost"):
@@ -190,9 +199,61 @@ def test_failed_logins_are_slowed_per_user_whether_or_not_it_exists(app):
         login(client, "bob", PASSWORD, expect=303)
 
 
+def test_a_locked_user_has_no_other_spelling(db_url):
+    """Issue 10 #5: on MariaDB "victim1 " had 5 free guesses of its own and got in while
+    "victim1" was locked. Every spelling is refused or shares the lock, on every database."""
+    clock = FakeClock()
+    app = make_app(db_url)
+    app.state.login_throttle = clock.throttle()
+    add_user(app, "victim1", "admin")
+    try:
+        with client_for(app) as client:
+            for _ in range(5):
+                login(client, "victim1", "wrong password", expect=401)
+            login(client, "victim1", PASSWORD, expect=429)
+            for near in ("victim1 ", "victim1  ", "Victim1", "VICTIM1", "ｖｉｃｔｉｍ１", "victim1\t"):
+                response = login(client, near, PASSWORD, expect=None)
+                assert response.status_code in (401, 429), (near, response.status_code)
+                assert "voxtrail_session" not in response.headers.get("set-cookie", "")
+            assert login(client, "Victim1", PASSWORD, expect=None).status_code == 429  # the same lock
+    finally:
+        app.state.store.close()
+
+
+def test_a_flood_of_other_names_does_not_unlock_a_user(app):
+    """Issue 10 #16: after 100,000 failures on other names the throttle had forgotten "admin"."""
+    clock = FakeClock()
+    throttle = app.state.login_throttle = clock.throttle(max_keys=50)
+    add_user(app, "admin", "admin")
+    with client_for(app) as client:
+        for _ in range(5):
+            login(client, "admin", "wrong password", expect=401)
+        for _ in range(5):  # more guesses, as an attacker waiting out each lock would make
+            accounts.authenticate(app.state.store.engine, "admin", "wrong password")
+        for i in range(500):  # then many names from many addresses
+            throttle.failed(f"name{i}", f"198.51.{i // 250}.{i % 250}")
+        assert len(throttle.by_user) <= 50 and len(throttle.by_address) <= 50
+        assert throttle.by_user.wait("admin") == 0  # memory forgot admin...
+        login(client, "admin", PASSWORD, expect=429)  # ...the users table did not
+        app.state.login_throttle = clock.throttle()  # nor does a restart
+        locked = login(client, "admin", PASSWORD, expect=429)
+        assert 20 < int(locked.headers["retry-after"]) <= 33  # 10 failures: 2 ** 5 s
+        clock.now += 3601  # an hour after the last failure the lock is forgotten
+        login(client, "admin", PASSWORD, expect=303)
+
+
+def test_invalid_names_share_one_small_throttle_entry(app):
+    clock = FakeClock()
+    throttle = app.state.login_throttle = clock.throttle()
+    with client_for(app) as client:
+        for i in range(3):
+            login(client, f"{'x' * 5000}{i} ", "wrong password", expect=401)
+    assert len(throttle.by_user) == 1 and all(len(k) < 20 for k in throttle.by_user._entries)
+
+
 def test_failed_logins_are_slowed_per_address(app):
     clock = FakeClock()
-    app.state.login_throttle = LoginThrottle(clock=clock)
+    app.state.login_throttle = clock.throttle()
     add_user(app, "alice", "admin")
     with client_for(app) as client:
         for i in range(20):  # many names, one address
