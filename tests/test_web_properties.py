@@ -4,14 +4,12 @@ X-Forwarded-* header gives no 5xx and no way in but the exact name with its pass
 
 from __future__ import annotations
 
-import uuid
 from urllib.parse import quote
 
 import pytest
 import sqlalchemy as sa
 from hypothesis import assume, example, given, strategies as st
 
-from conftest import DIALECTS, _admin
 from voxtrail.store import accounts
 from voxtrail.store.schema import users
 from voxtrail.web.throttle import LoginThrottle
@@ -61,21 +59,10 @@ def site(tmp_path_factory):
     yield from _site(f"sqlite:///{tmp_path_factory.mktemp('props') / 'vx.db'}")
 
 
-@pytest.fixture(scope="module", params=DIALECTS)
-def site_on_every_db(request, tmp_path_factory):
+@pytest.fixture(scope="module", params=["sqlite", "postgresql", "mysql"])
+def site_on_every_db(request, module_db_url):
     """The same on SQLite, PostgreSQL and MariaDB, whose collations compare names differently."""
-    if request.param == "sqlite":
-        yield from _site(f"sqlite:///{tmp_path_factory.mktemp('props') / 'vx.db'}")
-        return
-    admin = _admin(request.param)
-    name = f"vx_{uuid.uuid4().hex[:12]}"
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f"CREATE DATABASE {name}")
-    try:
-        yield from _site(admin.url.set(database=name, drivername=request.param).render_as_string(hide_password=False))
-    finally:
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {name}" + (" WITH (FORCE)" if request.param == "postgresql" else ""))
+    yield from _site(module_db_url(request.param))
 
 
 def logged_in(app):
