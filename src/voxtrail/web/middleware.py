@@ -3,7 +3,7 @@ what they do holds for every response, errors included (a 500 from an unhandled 
 404 or 405 from the router, a 400 raised before any route ran).
 
 From the outside in (:func:`wrap`): :class:`ForwardedFor` (the client's address, from a trusted
-proxy only), :class:`SecurityHeaders`, :class:`RelativeRedirects`, :class:`BodyTimeout`.
+proxy only), :class:`SecurityHeaders` (and relative redirects), :class:`BodyTimeout`.
 """
 
 from __future__ import annotations
@@ -37,42 +37,6 @@ HSTS = (b"strict-transport-security", b"max-age=31536000")
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
-def _edit_start(send: Send, edit) -> Send:
-    """``send`` with ``edit(headers) -> headers`` applied to the response's start message."""
-
-    async def edited(message: Message) -> None:
-        if message["type"] == "http.response.start":
-            message["headers"] = edit(list(message.get("headers", [])))
-        await send(message)
-
-    return edited
-
-
-class SecurityHeaders:
-    """Adds the security headers to every response; pages with data are not cached either."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        static = scope["path"].startswith("/static/")
-        https = scope.get("scheme") == "https"
-
-        def add(headers: list) -> list:
-            names = {name.lower() for name, _ in headers}
-            headers += [h for h in SECURITY_HEADERS if h[0] not in names]
-            if https and HSTS[0] not in names:
-                headers.append(HSTS)
-            if not static and b"cache-control" not in names:
-                headers.append((b"cache-control", b"no-store"))
-            return headers
-
-        await self.app(scope, receive, _edit_start(send, add))
-
-
 def relative_location(location: bytes) -> bytes:
     """``http://any.host/admin?x=1`` -> ``/admin?x=1``; a path stays as it is.
 
@@ -90,8 +54,9 @@ def relative_location(location: bytes) -> bytes:
     return text.encode("latin-1")
 
 
-class RelativeRedirects:
-    """Every ``Location`` this app sends is a path on this site (see :func:`relative_location`)."""
+class SecurityHeaders:
+    """Every response gets the security headers (HSTS too over HTTPS), pages with data are not
+    cached, and every ``Location`` is a path on this site (see :func:`relative_location`)."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -100,11 +65,23 @@ class RelativeRedirects:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        static = scope["path"].startswith("/static/")
+        https = scope.get("scheme") == "https"
 
-        def relative(headers: list) -> list:
-            return [(k, relative_location(v) if k.lower() == b"location" else v) for k, v in headers]
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = [(k, relative_location(v) if k.lower() == b"location" else v)
+                           for k, v in message.get("headers", [])]
+                names = {name.lower() for name, _ in headers}
+                headers += [h for h in SECURITY_HEADERS if h[0] not in names]
+                if https and HSTS[0] not in names:
+                    headers.append(HSTS)
+                if not static and b"cache-control" not in names:
+                    headers.append((b"cache-control", b"no-store"))
+                message["headers"] = headers
+            await send(message)
 
-        await self.app(scope, receive, _edit_start(send, relative))
+        await self.app(scope, receive, send_with_headers)
 
 
 def parse_networks(values: Iterable[str]) -> tuple[Network, ...]:
@@ -237,4 +214,4 @@ def wrap(app: ASGIApp, *, trusted_proxies: tuple[Network, ...], body_timeout: fl
     """``app`` inside the layers, in the order the module's docstring gives."""
     if body_timeout is not None:
         app = BodyTimeout(app, body_timeout)
-    return ForwardedFor(SecurityHeaders(RelativeRedirects(app)), trusted_proxies)
+    return ForwardedFor(SecurityHeaders(app), trusted_proxies)
