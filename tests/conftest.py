@@ -69,17 +69,13 @@ def _admin(dialect: str) -> sa.Engine:
     return admin
 
 
-@pytest.fixture
-def fresh_db_url(tmp_path) -> Callable[[str], str]:
-    """Factory: ``fresh_db_url("postgresql")`` -> URL of a new empty database, dropped after the test.
-
-    URLs are plain (``postgresql://``, ``mysql://``) as a user would write them.
-    """
+def _databases(directory):
+    """A factory of fresh empty databases (see fresh_db_url) and the function dropping them."""
     created: list[tuple[sa.Engine, str, str]] = []
 
     def make(dialect: str) -> str:
         if dialect == "sqlite":
-            return f"sqlite:///{tmp_path / f'vx_{uuid.uuid4().hex[:8]}.db'}"
+            return f"sqlite:///{directory / f'vx_{uuid.uuid4().hex[:8]}.db'}"
         admin = _admin(dialect)
         name = f"vx_{uuid.uuid4().hex[:12]}"
         with admin.connect() as conn:
@@ -89,11 +85,32 @@ def fresh_db_url(tmp_path) -> Callable[[str], str]:
         url = url.set(drivername=dialect)
         return url.render_as_string(hide_password=False)
 
+    def drop() -> None:
+        for admin, dialect, name in created:
+            with admin.connect() as conn:
+                force = " WITH (FORCE)" if dialect == "postgresql" else ""
+                conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {name}{force}")
+
+    return make, drop
+
+
+@pytest.fixture
+def fresh_db_url(tmp_path) -> Callable[[str], str]:
+    """Factory: ``fresh_db_url("postgresql")`` -> URL of a new empty database, dropped after the test.
+
+    URLs are plain (``postgresql://``, ``mysql://``) as a user would write them.
+    """
+    make, drop = _databases(tmp_path)
     yield make
-    for admin, dialect, name in created:
-        with admin.connect() as conn:
-            force = " WITH (FORCE)" if dialect == "postgresql" else ""
-            conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {name}{force}")
+    drop()
+
+
+@pytest.fixture(scope="module")
+def module_db_url(tmp_path_factory) -> Callable[[str], str]:
+    """The same for a whole test module (property tests whose examples share one database)."""
+    make, drop = _databases(tmp_path_factory.mktemp("module_db"))
+    yield make
+    drop()
 
 
 @pytest.fixture(params=DIALECTS)

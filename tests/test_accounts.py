@@ -49,6 +49,52 @@ def test_users_add_list_role_remove(store):
         accounts.remove_user(e, "bob")
 
 
+#: Spellings that name "victim1" on some database unless names are compared exactly: MySQL's
+#: PAD SPACE collations ignore trailing spaces; the rest must not pass for it either.
+NEAR_VICTIM = ["victim1 ", "victim1  ", "victim1\t", "victim1\n", "victim1\0", " victim1", "Victim1", "VICTIM1",
+               "ｖｉｃｔｉｍ１", "vіctim1", "victim1\u200b", "victim1\u00a0"]
+
+
+def test_names_are_compared_exactly_on_every_database(store):
+    """Issue 10 #5: on MariaDB "victim1 " logged in as victim1, with its own throttle."""
+    e = store.engine
+    accounts.add_user(e, "victim1", "admin", PASSWORD)
+    for near in NEAR_VICTIM:
+        assert accounts.authenticate(e, near, PASSWORD) is None, repr(near)
+        assert accounts.get_user(e, near) is None, repr(near)
+        assert accounts.recorded_failures(e, near) is None, repr(near)
+        with pytest.raises(accounts.AccountError):
+            accounts.set_role(e, near, "viewer")
+        with pytest.raises(accounts.AccountError):
+            accounts.set_password(e, near, "another password")
+        with pytest.raises(accounts.AccountError):
+            accounts.remove_user(e, near)
+    assert accounts.get_user(e, "victim1").role == "admin"
+    assert accounts.authenticate(e, "victim1", PASSWORD).name == "victim1"
+    assert accounts.recorded_failures(e, "victim1") == (0, None)
+
+
+@pytest.mark.parametrize("name, message", [
+    ("victim1 ", "invalid user name"),
+    ("victim1\n", "invalid user name"),  # "$" matched before a final newline
+    ("ｖｉｃｔｉｍ１", "write it as 'victim1'"),
+    ("Victim1", "too like the existing user 'victim1'"),
+    ("VICTIM1", "too like the existing user 'victim1'"),
+    ("x" * 129, "invalid user name 'xxxxx"),
+])
+def test_ambiguous_or_invalid_names_are_refused(store, name, message):
+    accounts.add_user(store.engine, "victim1", "viewer", PASSWORD)
+    with pytest.raises(accounts.AccountError, match=message) as refused:
+        accounts.add_user(store.engine, name, "admin", PASSWORD)
+    assert len(str(refused.value)) < 200
+    assert [u.name for u in accounts.list_users(store.engine)] == ["victim1"]
+
+
+def test_names_in_any_script_are_valid():
+    for name in ("张伟", "müller", "ольга", "o'brien".replace("'", "."), "a@b.example", "x+y-z_1"):
+        assert accounts.check_name(name) == name
+
+
 def test_passwords_are_argon2_hashes_and_authenticate(store):
     e = store.engine
     accounts.add_user(e, "alice", "auditor", PASSWORD)
@@ -201,6 +247,8 @@ def test_user_commands(sqlite_url):
     (["user", "add", "alice", "--role", "admin", "--password-stdin"], "pw\n", "password too short"),
     (["user", "add", "alice", "--role", "god", "--password-stdin"], PASSWORD, "Invalid value for '--role'"),
     (["user", "add", "a b", "--role", "admin", "--password-stdin"], PASSWORD, "invalid user name"),
+    (["user", "add", "alice ", "--role", "admin", "--password-stdin"], PASSWORD, "invalid user name 'alice '"),
+    (["user", "add", "ａｌｉｃｅ", "--role", "admin", "--password-stdin"], PASSWORD, "write it as 'alice'"),
     (["user", "add", "alice", "--role", "admin"], "", "pass --password-stdin"),
     (["user", "remove", "ghost"], None, "no user named 'ghost'"),
     (["user", "passwd", "ghost", "--password-stdin"], PASSWORD, "no user named 'ghost'"),

@@ -72,6 +72,20 @@ def test_refusals_are_shown(admin_sqlite, path, form, message):
     assert accounts.get_user(app.state.store.engine, "root").role == "admin"
 
 
+@pytest.mark.parametrize("spelling", ["root%20", "root%20%20", "Root", "ROOT", "root%09", "%EF%BD%92oot"])
+def test_an_admin_cannot_reach_their_own_account_by_another_spelling(admin, spelling):
+    """Issue 10 #5: on MariaDB /admin/users/admin2%20/role changed the admin's own role."""
+    app, client = admin
+    for path, form in ((f"/admin/users/{spelling}/role", {"role": "viewer"}),
+                       (f"/admin/users/{spelling}/remove", {}),
+                       (f"/admin/users/{spelling}/password", {"password": "a new password"})):
+        response = submit(client, path, **form)
+        assert response.status_code == 400, (path, response.status_code)
+    root = accounts.get_user(app.state.store.engine, "root")
+    assert root.role == "admin"
+    assert client.get("/admin").status_code == 200  # the session survived: no password reset
+
+
 def test_tokens_created_once_and_revoked(admin):
     app, client = admin
     created = submit(client, "/admin/tokens", name="node-1", scope="ingest")
@@ -89,9 +103,17 @@ def test_tokens_created_once_and_revoked(admin):
     assert submit(client, f"/admin/tokens/{token.id}/revoke").status_code == 400
 
 
-def test_page_texts_are_escaped(admin_sqlite):
+def test_the_page_echoes_only_notices_it_signed(admin_sqlite):
+    """/admin?notice=...&name=... from anyone but this server shows nothing (issue 10 #16)."""
     app, client = admin_sqlite
-    response = client.get("/admin?notice=user-added&name=<script>alert(1)</script>")
-    assert "<script>alert(1)</script>" not in response.text and "&lt;script&gt;" in response.text
-    free_text = client.get("/admin?notice=Your+account+is+locked")
-    assert "Your account is locked" not in free_text.text  # only fixed notices are shown
+    for crafted in ("/admin?notice=user-added&name=<script>alert(1)</script>",
+                    "/admin?notice=user-added&name=Call+0123+to+unlock",
+                    "/admin?notice=user-added&name=x&sig=" + "0" * 64,
+                    "/admin?notice=Your+account+is+locked"):
+        page = client.get(crafted).text
+        assert "alert(1)" not in page and "unlock" not in page and "locked" not in page
+        assert 'class="notice"' not in page
+    added = submit(client, "/admin/users", name="bob", role="viewer", password=PASSWORD)
+    assert "User bob added." in client.get(added.headers["location"]).text
+    forged = added.headers["location"].replace("name=bob", "name=mallory")
+    assert "mallory" not in client.get(forged).text

@@ -20,11 +20,20 @@ pytestmark = pytest.mark.usefixtures("fast_password_hashing")
 
 
 class FakeClock:
+    """Monotonic seconds for the throttle's memory; ``wall()`` moves the same way for the users
+    table's recorded failures (written at the real time)."""
+
     def __init__(self) -> None:
         self.now = 1000.0
 
     def __call__(self) -> float:
         return self.now
+
+    def wall(self):
+        return accounts.utcnow() + timedelta(seconds=self.now - 1000.0)
+
+    def throttle(self, **kw) -> LoginThrottle:
+        return LoginThrottle(clock=self, wall_clock=self.wall, **kw)
 
 
 @pytest.fixture
@@ -172,7 +181,7 @@ def test_throttle_doubles_the_wait_after_free_attempts():
 
 def test_failed_logins_are_slowed_per_user_whether_or_not_it_exists(app):
     clock = FakeClock()
-    app.state.login_throttle = LoginThrottle(clock=clock)
+    app.state.login_throttle = clock.throttle()
     add_user(app, "alice", "admin")
     with client_for(app) as client:
         for name in ("alice", "ghost"):
@@ -190,9 +199,61 @@ def test_failed_logins_are_slowed_per_user_whether_or_not_it_exists(app):
         login(client, "bob", PASSWORD, expect=303)
 
 
+def test_a_locked_user_has_no_other_spelling(db_url):
+    """Issue 10 #5: on MariaDB "victim1 " had 5 free guesses of its own and got in while
+    "victim1" was locked. Every spelling is refused or shares the lock, on every database."""
+    clock = FakeClock()
+    app = make_app(db_url)
+    app.state.login_throttle = clock.throttle()
+    add_user(app, "victim1", "admin")
+    try:
+        with client_for(app) as client:
+            for _ in range(5):
+                login(client, "victim1", "wrong password", expect=401)
+            login(client, "victim1", PASSWORD, expect=429)
+            for near in ("victim1 ", "victim1  ", "Victim1", "VICTIM1", "ｖｉｃｔｉｍ１", "victim1\t"):
+                response = login(client, near, PASSWORD, expect=None)
+                assert response.status_code in (401, 429), (near, response.status_code)
+                assert "voxtrail_session" not in response.headers.get("set-cookie", "")
+            assert login(client, "Victim1", PASSWORD, expect=None).status_code == 429  # the same lock
+    finally:
+        app.state.store.close()
+
+
+def test_a_flood_of_other_names_does_not_unlock_a_user(app):
+    """Issue 10 #16: after 100,000 failures on other names the throttle had forgotten "admin"."""
+    clock = FakeClock()
+    throttle = app.state.login_throttle = clock.throttle(max_keys=50)
+    add_user(app, "admin", "admin")
+    with client_for(app) as client:
+        for _ in range(5):
+            login(client, "admin", "wrong password", expect=401)
+        for _ in range(5):  # more guesses, as an attacker waiting out each lock would make
+            accounts.authenticate(app.state.store.engine, "admin", "wrong password")
+        for i in range(500):  # then many names from many addresses
+            throttle.failed(f"name{i}", f"198.51.{i // 250}.{i % 250}")
+        assert len(throttle.by_user) <= 50 and len(throttle.by_address) <= 50
+        assert throttle.by_user.wait("admin") == 0  # memory forgot admin...
+        login(client, "admin", PASSWORD, expect=429)  # ...the users table did not
+        app.state.login_throttle = clock.throttle()  # nor does a restart
+        locked = login(client, "admin", PASSWORD, expect=429)
+        assert 20 < int(locked.headers["retry-after"]) <= 33  # 10 failures: 2 ** 5 s
+        clock.now += 3601  # an hour after the last failure the lock is forgotten
+        login(client, "admin", PASSWORD, expect=303)
+
+
+def test_invalid_names_share_one_small_throttle_entry(app):
+    clock = FakeClock()
+    throttle = app.state.login_throttle = clock.throttle()
+    with client_for(app) as client:
+        for i in range(3):
+            login(client, f"{'x' * 5000}{i} ", "wrong password", expect=401)
+    assert len(throttle.by_user) == 1 and all(len(k) < 20 for k in throttle.by_user._entries)
+
+
 def test_failed_logins_are_slowed_per_address(app):
     clock = FakeClock()
-    app.state.login_throttle = LoginThrottle(clock=clock)
+    app.state.login_throttle = clock.throttle()
     add_user(app, "alice", "admin")
     with client_for(app) as client:
         for i in range(20):  # many names, one address
@@ -308,3 +369,110 @@ def test_openapi_and_docs_are_not_served(app):
     with client_for(app) as client:
         for path in ("/docs", "/redoc", "/openapi.json"):
             assert client.get(path).status_code == 404
+
+
+def assert_security_headers(response, what) -> None:
+    for name, value in (("x-content-type-options", "nosniff"), ("x-frame-options", "DENY"),
+                        ("cache-control", "no-store"), ("referrer-policy", "same-origin")):
+        assert response.headers.get(name) == value, (what, response.status_code, name)
+    assert "script-src 'self'" in response.headers.get("content-security-policy", ""), what
+
+
+def test_error_responses_carry_the_security_headers(sqlite_url, caplog):
+    """Issue 10 #10: 404, 405, 400, 500 and 503 answers had no CSP, nosniff or no-store."""
+    import sqlalchemy as sa
+    from fastapi.testclient import TestClient
+
+    from voxtrail.store import StoreError
+
+    app = make_app(sqlite_url, routers=ROUTER_MODULES)
+    probe = APIRouter()
+
+    @probe.get("/api/v1/probe/bug")
+    def bug():
+        raise RuntimeError("a bug")
+
+    @probe.get("/probe/bug")
+    def page_bug():
+        raise RuntimeError("a bug")
+
+    @probe.get("/api/v1/probe/down")
+    def down():
+        raise StoreError("database gone")
+
+    @probe.get("/api/v1/probe/busy")
+    def busy():
+        raise sa.exc.TimeoutError("QueuePool limit of size 5 overflow 10 reached")
+
+    @probe.get("/api/v1/probe/number")
+    def number(n: int):
+        return {"n": n}
+
+    app.include_router(probe)
+    add_user(app, "alice", "viewer")
+    with TestClient(app, follow_redirects=False, raise_server_exceptions=False) as client:
+        answers = {
+            "404": client.get("/no/such/page"),
+            "404 api": client.get("/api/v1/nothing"),
+            "405": client.get("/logout"),
+            "401": client.get("/metrics"),
+            "403 csrf": client.post("/login", data={"username": "x"}),
+            "400 form": client.post("/login", content=b"--x\r\n", headers={"content-type": "multipart/form-data"}),
+            "422": client.get("/api/v1/probe/number?n=many"),
+            "500": client.get("/api/v1/probe/bug"),
+            "500 page": client.get("/probe/bug"),
+            "503": client.get("/api/v1/probe/down"),
+        }
+        for _ in range(3):
+            answers["503 busy"] = client.get("/api/v1/probe/busy")
+        login(client, "alice")
+        answers["403"] = client.get("/admin")
+        answers["400"] = client.get("/api/v1/stats?range=forever")
+    for what, response in answers.items():
+        assert response.status_code == int(what.split()[0]), (what, response.status_code)
+        assert_security_headers(response, what)
+    assert answers["500"].json() == {"error": "internal error: the server log says more"}
+    assert "a bug" not in answers["500 page"].text and "<h1>500</h1>" in answers["500 page"].text
+    assert answers["503 busy"].headers["retry-after"] == "2" and "busy" in answers["503 busy"].json()["error"]
+    busy_lines = [r for r in caplog.records if "database busy" in r.getMessage()]
+    assert len(busy_lines) == 1 and busy_lines[0].exc_info is None  # once, not per request, no traceback
+    app.state.store.close()
+
+
+@pytest.mark.parametrize("path, location", [
+    ("/admin/", "/admin"),
+    ("/admin/access-log/", "/admin/access-log"),
+])
+def test_redirects_never_name_the_host_the_client_sent(app, path, location):
+    """Issue 10 #16: the trailing-slash redirect said Location: http://evil.example/admin."""
+    with client_for(app) as client:
+        for host in ("evil.example", "evil.example:8080", "127.0.0.1:8000"):
+            response = client.get(path, headers={"Host": host})
+            if response.status_code in (301, 302, 303, 307, 308):
+                assert response.headers["location"] == location, (path, host)
+                assert "evil" not in response.headers["location"]
+            else:
+                assert response.status_code == 404
+
+
+@pytest.mark.parametrize("location, relative", [
+    (b"http://evil.example/admin", b"/admin"),
+    (b"HTTPS://evil.example:8443/a/b?c=1&d=%2F", b"/a/b?c=1&d=%2F"),
+    (b"http://evil.example", b"/"),
+    (b"http://evil.example//evil.example/x", b"/evil.example/x"),  # never protocol-relative
+    (b"//evil.example/", b"/evil.example/"),
+    (b"/\\evil.example/", b"/evil.example/"),
+    (b"/login?next=%2Fadmin", b"/login?next=%2Fadmin"),
+])
+def test_relative_location(location, relative):
+    from voxtrail.web.middleware import relative_location
+
+    assert relative_location(location) == relative
+
+
+def test_hsts_only_over_https(app):
+    with client_for(app) as client:
+        assert "strict-transport-security" not in client.get("/login").headers
+        client.base_url = client.base_url.copy_with(scheme="https")
+        for response in (client.get("/login"), client.get("/nowhere"), client.get("/admin")):
+            assert response.headers["strict-transport-security"] == "max-age=31536000"

@@ -45,12 +45,14 @@ def import_options(command):
 
 
 @contextmanager
-def opened_store(db: str | None, tz: str | None, config_file: str | None) -> Iterator[tuple[Store, config.Settings]]:
-    """Resolve settings and open the store; a user's mistake ends in one line, not a traceback."""
+def opened_store(db: str | None, tz: str | None, config_file: str | None,
+                 pool_timeout: float | None = None) -> Iterator[tuple[Store, config.Settings]]:
+    """Resolve settings and open the store; a user's mistake ends in one line, not a traceback.
+    ``pool_timeout``: see :func:`voxtrail.store.engine.make_engine`."""
     try:
         settings = config.load(db=db, tz=tz, config_file=config_file)
         check_mask_settings(settings)  # a bad [mask] table stops the command here, not mid-import
-        store = Store.open(settings.db, settings=settings)
+        store = Store.open(settings.db, settings=settings, pool_timeout=pool_timeout)
     except (config.ConfigError, StoreError) as exc:
         fail(str(exc))
     try:

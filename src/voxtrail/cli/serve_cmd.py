@@ -76,6 +76,14 @@ def url_of(sock: socket.socket, tls: bool) -> str:
     return f"{'https' if tls else 'http'}://{shown}:{port}/"
 
 
+#: How long a request waits for a pooled database connection before it is answered 503: a
+#: burst of dashboard loads is told to retry at once instead of queueing for SQLAlchemy's 30 s
+#: (and holding a worker thread all that time).
+POOL_TIMEOUT = 3.0
+#: After one Ctrl-C (SIGINT/SIGTERM), requests still running get this long to finish.
+GRACEFUL_SHUTDOWN = 5
+
+
 def run_server(settings, store, *, certfile: str | None = None, keyfile: str | None = None,
                log_level: str = "info", announce: str = "serving") -> None:
     """Serve ``create_app(settings, store)`` until interrupted; prints the URL first.
@@ -85,11 +93,16 @@ def run_server(settings, store, *, certfile: str | None = None, keyfile: str | N
     import uvicorn
 
     from voxtrail.web.app import create_app
+    from voxtrail.web.protocol import protocol_with_timeouts
 
     app = create_app(settings, store)
     sock = bind_socket(settings.host, settings.port)
+    # proxy_headers off: uvicorn would believe X-Forwarded-For from 127.0.0.1 verbatim; the
+    # app's ForwardedFor layer believes only --forwarded-allow-ips, and only IP addresses.
     config = uvicorn.Config(app, log_level=log_level, ssl_certfile=certfile, ssl_keyfile=keyfile,
-                            server_header=False, lifespan="on")
+                            server_header=False, lifespan="on", proxy_headers=False,
+                            http=protocol_with_timeouts(settings.header_timeout),
+                            timeout_graceful_shutdown=GRACEFUL_SHUTDOWN)
     try:
         config.load()  # reads the TLS files now, so a bad one is one line, not a traceback
     except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
@@ -123,10 +136,19 @@ def run_server(settings, store, *, certfile: str | None = None, keyfile: str | N
 @click.option("--purge-every", default="1d", show_default=True, envvar="VOXTRAIL_PURGE_EVERY", show_envvar=True,
               metavar="AGE", help="Apply retention ('voxtrail purge', ages from [retention]) this often: 1d, 12h, "
                                   "or off. The first run is a minute after start.")
+@click.option("--forwarded-allow-ips", default="", envvar="VOXTRAIL_FORWARDED_ALLOW_IPS", show_envvar=True,
+              metavar="IPS", help="Reverse proxies (addresses or networks, comma-separated) whose X-Forwarded-For "
+                                  "and X-Forwarded-Proto are believed. Default: none.")
+@click.option("--header-timeout", type=click.FloatRange(min=0.1, max=3600), default=10, show_default=True,
+              envvar="VOXTRAIL_HEADER_TIMEOUT", show_envvar=True, metavar="SECONDS",
+              help="A request's line and headers must arrive within this time (408 and closed otherwise).")
+@click.option("--body-timeout", type=click.FloatRange(min=0.1, max=86400), default=60, show_default=True,
+              envvar="VOXTRAIL_BODY_TIMEOUT", show_envvar=True, metavar="SECONDS",
+              help="A request's body must arrive within this time after its headers (408 and closed otherwise).")
 @click.option("--log-level", type=click.Choice(["critical", "error", "warning", "info", "debug"]), default="info",
               show_default=True, help="Server log level (requests are logged at info).")
 def serve_command(db, config_file, host, port, metrics_access, max_body, certfile, keyfile, secure_cookies,
-                  purge_every, log_level) -> None:
+                  purge_every, forwarded_allow_ips, header_timeout, body_timeout, log_level) -> None:
     """Serve the dashboard, audit pages, HTTP ingest (POST /api/v1/events) and /metrics.
 
     \b
@@ -135,8 +157,13 @@ def serve_command(db, config_file, host, port, metrics_access, max_body, certfil
     voxtrail serve --host 0.0.0.0 --certfile cert.pem --keyfile key.pem
     """
     from voxtrail.store import accounts
+    from voxtrail.web.middleware import parse_networks
     from voxtrail.web.settings import WebSettings
 
+    try:
+        proxies = parse_networks(forwarded_allow_ips.split(","))
+    except ValueError as exc:
+        fail(f"--forwarded-allow-ips: {exc}")
     if bool(certfile) != bool(keyfile):
         fail("--certfile and --keyfile go together: give both to serve HTTPS")
     for path in filter(None, (certfile, keyfile)):
@@ -145,7 +172,7 @@ def serve_command(db, config_file, host, port, metrics_access, max_body, certfil
     from voxtrail.config import ConfigError
     from voxtrail.store import purge
 
-    with opened_store(db, None, config_file) as (store, app_settings):
+    with opened_store(db, None, config_file, pool_timeout=POOL_TIMEOUT) as (store, app_settings):
         try:
             retention = purge.Retention.from_settings(app_settings)
             every = purge.parse_age(purge_every, "--purge-every")
@@ -154,9 +181,13 @@ def serve_command(db, config_file, host, port, metrics_access, max_body, certfil
         if not is_loopback(host) and accounts.count_users(store.engine) == 0:
             fail(f"refusing to listen on {host} while no user exists: create one with "
                  "'voxtrail user add NAME --role admin' first, or listen on 127.0.0.1")
-        settings = WebSettings(db=store.display_url, host=host, port=port, metrics_access=metrics_access,
-                               max_body=max_body, secure_cookies=secure_cookies or bool(certfile),
-                               retention=retention, purge_every=every)
+        try:
+            settings = WebSettings(db=store.display_url, host=host, port=port, metrics_access=metrics_access,
+                                   max_body=max_body, secure_cookies=secure_cookies or bool(certfile),
+                                   retention=retention, purge_every=every, forwarded_allow_ips=proxies,
+                                   header_timeout=header_timeout, body_timeout=body_timeout)
+        except ValueError as exc:  # e.g. a timeout of nan, which FloatRange lets through
+            fail(str(exc))
         try:
             run_server(settings, store, certfile=certfile, keyfile=keyfile, log_level=log_level)
         except KeyboardInterrupt:

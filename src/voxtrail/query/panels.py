@@ -121,11 +121,15 @@ def dashboard(store: Any, filters: Filters, names: Iterable[str] | None = None) 
     unknown = [n for n in wanted if n not in PANELS]
     if unknown:
         raise ValueError(f"unknown panel(s): {', '.join(unknown)} (known: {', '.join(PANELS)})")
+    reader = Reader(None, filters)  # type: ignore[arg-type] - its connection comes after the prefetch
+    if not isinstance(store, sa.Connection) and len(wanted) > 2:
+        # Before this request takes a connection of its own: one that held a connection while
+        # its prefetch waited for two more could, with the pool full of such requests, never
+        # get them. Each thread holds at most one connection at a time.
+        engine = store if isinstance(store, sa.Engine) else store.engine
+        reader.prefetch(engine, _questions(filters, wanted))
     with _connection(store) as conn:
-        reader = Reader(conn, filters)
-        if not isinstance(store, sa.Connection) and len(wanted) > 2:
-            engine = store if isinstance(store, sa.Engine) else store.engine
-            reader.prefetch(engine, _questions(filters, wanted))
+        reader.conn = conn
         panels = {name: _finish(PANELS[name].compute(reader)) for name in wanted}
     return {
         "filters": filters.to_params(),

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import re
 import secrets
+import unicodedata
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta, timezone
 from functools import lru_cache
@@ -30,7 +31,8 @@ MIN_PASSWORD_LENGTH = 8
 #: How often last_used_at / last_seen_at are written at most: one UPDATE a minute, not per request.
 TOUCH_INTERVAL = timedelta(seconds=60)
 
-_NAME = re.compile(r"^[\w.@+-]{1,128}$")
+MAX_NAME_LENGTH = 128
+_NAME = re.compile(r"[\w.@+-]{1,%d}" % MAX_NAME_LENGTH)  # fullmatch: "$" would also match before a final newline
 _hasher = PasswordHasher()
 
 
@@ -56,10 +58,41 @@ def sha256_hex(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
+def shown_name(name: object, limit: int = 40) -> str:
+    """``name`` for an error message: quoted, control characters escaped, at most ``limit`` long."""
+    text = name if isinstance(name, str) else str(name)
+    return repr(text[:limit]) + ("…" if len(text) > limit else "")
+
+
 def check_name(name: str, what: str = "user name") -> str:
-    if not _NAME.match(name or ""):
-        raise AccountError(f"invalid {what} {name!r}: use 1-128 letters, digits or . _ @ + -")
+    """``name`` if it is a valid user or token name, else an AccountError saying why.
+
+    Names are compared exactly (byte for byte) everywhere, so a valid name has one spelling:
+    no spaces or control characters (MySQL's PAD SPACE collations would make ``"alice "`` equal
+    ``"alice"``), and no compatibility forms such as full-width letters (``"ａｌｉｃｅ"``).
+    """
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
+        raise AccountError(f"invalid {what} {shown_name(name)}: use 1-{MAX_NAME_LENGTH} letters, digits or . _ @ + -")
+    plain = unicodedata.normalize("NFKC", name)
+    if plain != name:
+        raise AccountError(f"invalid {what} {shown_name(name)}: write it as {shown_name(plain)} "
+                           "(no full-width or other compatibility characters)")
     return name
+
+
+def is_valid_name(name: str) -> bool:
+    try:
+        check_name(name)
+    except AccountError:
+        return False
+    return True
+
+
+def name_key(name: str) -> str:
+    """The form in which two names look the same to a person: compatibility forms folded
+    (NFKC) and case folded. No two users share one (``add_user`` refuses the second), and the
+    login throttle counts failures per key, so ``Admin`` and ``ＡＤＭＩＮ`` wait with ``admin``."""
+    return unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", name).casefold())
 
 
 def check_role(role: str) -> str:
@@ -109,6 +142,9 @@ def list_users(engine: sa.Engine) -> list[User]:
 
 
 def get_user(engine: sa.Engine, name: str) -> User | None:
+    """The user with exactly this name (None for an invalid name: no such user can exist)."""
+    if not is_valid_name(name):
+        return None
     with engine.connect() as conn:
         row = conn.execute(sa.select(*_USER_COLUMNS).where(users.c.name == name)).first()
     return _user(row) if row else None
@@ -119,21 +155,29 @@ def add_user(engine: sa.Engine, name: str, role: str, password: str) -> User:
     check_role(role)
     hashed = hash_password(password)
     now = utcnow()
+    key = name_key(name)
     try:
         with engine.begin() as conn:
+            for existing in conn.execute(sa.select(users.c.name)).scalars():
+                if name_key(existing) == key:
+                    raise AccountError(
+                        f"user {shown_name(existing)} already exists" if existing == name else
+                        f"user name {shown_name(name)} is too like the existing user {shown_name(existing)} "
+                        "(names that differ only in case or width would be confused): choose another")
             conn.execute(users.insert().values(name=name, role=role, password_hash=hashed, created_at=now,
                                                password_changed_at=now, failed_logins=0))
     except sa.exc.IntegrityError:
-        raise AccountError(f"user {name!r} already exists") from None
+        raise AccountError(f"user {shown_name(name)} already exists") from None
     user = get_user(engine, name)
     assert user is not None
     return user
 
 
 def _require(conn: sa.Connection, name: str) -> int:
+    check_name(name)
     user_id = conn.execute(sa.select(users.c.id).where(users.c.name == name)).scalar()
     if user_id is None:
-        raise AccountError(f"no user named {name!r} (see 'voxtrail user list')")
+        raise AccountError(f"no user named {shown_name(name)} (see 'voxtrail user list')")
     return user_id
 
 
@@ -165,10 +209,13 @@ def set_role(engine: sa.Engine, name: str, role: str) -> None:
 def authenticate(engine: sa.Engine, name: str, password: str) -> User | None:
     """The user if the password is right, else None (whether or not the user exists).
 
-    A right password whose hash uses older Argon2 parameters is re-hashed on the spot.
+    A right password whose hash uses older Argon2 parameters is re-hashed on the spot. An
+    invalid name is looked up nowhere (no user can have it) but costs the same time.
     """
-    with engine.connect() as conn:
-        row = conn.execute(sa.select(users.c.id, users.c.password_hash).where(users.c.name == name)).first()
+    row = None
+    if is_valid_name(name):
+        with engine.connect() as conn:
+            row = conn.execute(sa.select(users.c.id, users.c.password_hash).where(users.c.name == name)).first()
     stored = row.password_hash if row else _dummy_hash()
     try:
         _hasher.verify(stored, password)
@@ -187,6 +234,18 @@ def authenticate(engine: sa.Engine, name: str, password: str) -> User | None:
             values["password_hash"] = _hasher.hash(password)
         conn.execute(users.update().where(users.c.id == row.id).values(**values))
     return get_user(engine, name)
+
+
+def recorded_failures(engine: sa.Engine, name: str) -> tuple[int, datetime | None] | None:
+    """(failed logins since the last success, when the last was) of user ``name``, or None when
+    there is no such user: the login throttle's lock for real accounts, which survives restarts
+    and cannot be pushed out of memory."""
+    if not is_valid_name(name):
+        return None
+    with engine.connect() as conn:
+        row = conn.execute(sa.select(users.c.failed_logins, users.c.last_failed_login_at)
+                           .where(users.c.name == name)).first()
+    return (row.failed_logins or 0, row.last_failed_login_at) if row else None
 
 
 # --- API tokens ----------------------------------------------------------------------------------
@@ -246,13 +305,13 @@ def revoke_token(engine: sa.Engine, name_or_id: str | int) -> Token:
     with engine.begin() as conn:
         query = sa.select(*_TOKEN_COLUMNS)
         row = None
-        if isinstance(name_or_id, str):
+        if isinstance(name_or_id, str) and is_valid_name(name_or_id):
             row = conn.execute(query.where(api_tokens.c.name == name_or_id,
                                            api_tokens.c.revoked_at.is_(None))).first()
         if row is None and str(name_or_id).isdigit():
             row = conn.execute(query.where(api_tokens.c.id == int(name_or_id))).first()
         if row is None:
-            raise AccountError(f"no active token named {name_or_id!r} (see 'voxtrail token list')")
+            raise AccountError(f"no active token named {shown_name(name_or_id)} (see 'voxtrail token list')")
         token = Token(*row)
         if token.revoked_at is not None:
             raise AccountError(f"token {token.id} ({token.name}) is already revoked")

@@ -74,14 +74,15 @@ class Store:
         self._errors = (sa.exc.SQLAlchemyError, engine.dialect.loaded_dbapi.Error)
 
     @classmethod
-    def open(cls, url: str | None = None, *, settings: config.Settings | None = None) -> "Store":
+    def open(cls, url: str | None = None, *, settings: config.Settings | None = None,
+             pool_timeout: float | None = None) -> "Store":
         """Connect (failing fast with a StoreError) and bring the schema to the current version.
 
         ``settings`` (default: ``config.load()``, i.e. VOXTRAIL_* variables and ./voxtrail.toml)
         say which fields are encrypted and with which keys, so every path protects alike."""
         settings = settings if settings is not None else config.load()
         u, dialect = normalize_url(url or settings.db)
-        engine = make_engine(u, dialect)
+        engine = make_engine(u, dialect, pool_timeout)
         try:
             check_connection(engine, dialect)
             store = cls(engine, dialect, settings)

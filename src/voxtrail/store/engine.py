@@ -192,14 +192,17 @@ def _sqlite_listeners(engine: sa.Engine) -> None:
             conn.exec_driver_sql("BEGIN")
 
 
-def make_engine(u: URL, dialect: str) -> sa.Engine:
+def make_engine(u: URL, dialect: str, pool_timeout: float | None = None) -> sa.Engine:
     """An engine for ``u``. hide_parameters keeps bound values (a session's CSRF token, event
-    texts) out of the SQL errors that end up in tracebacks and logs."""
+    texts) out of the SQL errors that end up in tracebacks and logs. ``pool_timeout``: how long
+    a checkout waits for a free pooled connection (SQLAlchemy's 30 s when None); the web server
+    sets it short, to answer 503 at once rather than queue requests."""
     shown = shown_url(u)
+    pooled = {} if pool_timeout is None else {"pool_timeout": pool_timeout}
     try:
         if dialect == "sqlite":
             _prepare_sqlite_file(u, shown)
-            kw: dict = {}
+            kw: dict = pooled
             if _sqlite_path(u) is None:
                 kw = {"poolclass": StaticPool, "connect_args": {"check_same_thread": False}}
             engine = sa.create_engine(u, hide_parameters=True, **kw)
@@ -209,14 +212,14 @@ def make_engine(u: URL, dialect: str) -> sa.Engine:
             args = {"connect_timeout": 10, **secrets}
             if "options" not in u.query:
                 args["options"] = "-c TimeZone=UTC"  # now() and ts (UTC-naive) compare correctly
-            engine = sa.create_engine(u, pool_pre_ping=True, hide_parameters=True, connect_args=args)
+            engine = sa.create_engine(u, pool_pre_ping=True, hide_parameters=True, connect_args=args, **pooled)
         else:
             tls = _mysql_tls(u, shown)
             u, secrets = _split_secrets(u)
             # client_flag=0 drops SQLAlchemy's FOUND_ROWS so an ON DUPLICATE KEY no-op reports 0
             # affected rows: that is how the bulk writer tells inserts from duplicates.
             engine = sa.create_engine(
-                u, pool_pre_ping=True, pool_recycle=3600, hide_parameters=True,
+                u, pool_pre_ping=True, pool_recycle=3600, hide_parameters=True, **pooled,
                 connect_args={"client_flag": 0, "init_command": _MYSQL_INIT, "connect_timeout": 10,
                               **secrets, **tls},
             )

@@ -2,13 +2,16 @@
 Every form that changes something is a CSRF-checked POST; the access log is read-only (GET).
 
 After a change the browser is redirected back to ``/admin`` (so reloading does not repeat it),
-with a notice chosen from a fixed list: the page never echoes free text from the URL. The one
-exception is a new token, whose secret is rendered once in the POST's own answer (never
-stored, never in a URL).
+with a notice chosen from a fixed list and the name it is about, signed with a key of the
+running server: the page never echoes text from a URL that it did not write itself (a link
+``/admin?notice=user-added&name=...`` made by anyone else shows no notice). A new token's secret
+is rendered once in the POST's own answer (never stored, never in a URL).
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, Depends, Form, HTTPException, Request
@@ -36,11 +39,25 @@ def _engine(request: Request):
     return request.app.state.store.engine
 
 
+def _signature(request: Request, notice: str, name: str) -> str:
+    message = f"{notice}\0{name}".encode("utf-8", "surrogatepass")
+    return hmac.new(request.app.state.flash_key, message, hashlib.sha256).hexdigest()
+
+
+def _notice(request: Request) -> str | None:
+    """The notice the last change's redirect asked for, if this server signed that URL."""
+    params = request.query_params
+    notice, name, signature = params.get("notice", ""), params.get("name", ""), params.get("sig", "")
+    if notice not in NOTICES or not hmac.compare_digest(signature.encode("utf-8", "surrogatepass"),
+                                                        _signature(request, notice, name).encode()):
+        return None
+    return NOTICES[notice].format(name=name)
+
+
 def admin_page(request: Request, *, error: str | None = None, new_token: dict | None = None,
                status_code: int = 200) -> Response:
     engine = _engine(request)
-    notice_key = request.query_params.get("notice", "")
-    notice = NOTICES[notice_key].format(name=request.query_params.get("name", "")) if notice_key in NOTICES else None
+    notice = _notice(request)
     context = {
         "users": accounts.list_users(engine),
         "tokens": accounts.list_tokens(engine),
@@ -53,8 +70,9 @@ def admin_page(request: Request, *, error: str | None = None, new_token: dict | 
     return templates.TemplateResponse(request, "admin.html", context, status_code=status_code)
 
 
-def done(notice: str, name: str) -> RedirectResponse:
-    return RedirectResponse("/admin?" + urlencode({"notice": notice, "name": name}), status_code=303)
+def done(request: Request, notice: str, name: str) -> RedirectResponse:
+    query = {"notice": notice, "name": name, "sig": _signature(request, notice, name)}
+    return RedirectResponse("/admin?" + urlencode(query), status_code=303)
 
 
 @router.get("/admin")
@@ -81,26 +99,26 @@ def _not_yourself(request: Request, user: CurrentUser, name: str, what: str) -> 
 @router.post("/admin/users", dependencies=[Depends(verify_csrf)])
 def add_user(request: Request, user: CurrentUser = Depends(admin_only), name: str = Form(...),
              role: str = Form(...), password: str = Form(...)) -> Response:
-    return _act(request, accounts.add_user, name, role, password) or done("user-added", name)
+    return _act(request, accounts.add_user, name, role, password) or done(request, "user-added", name)
 
 
 @router.post("/admin/users/{name}/remove", dependencies=[Depends(verify_csrf)])
 def remove_user(request: Request, name: str, user: CurrentUser = Depends(admin_only)) -> Response:
     return (_not_yourself(request, user, name, "remove")
-            or _act(request, accounts.remove_user, name) or done("user-removed", name))
+            or _act(request, accounts.remove_user, name) or done(request, "user-removed", name))
 
 
 @router.post("/admin/users/{name}/role", dependencies=[Depends(verify_csrf)])
 def change_role(request: Request, name: str, user: CurrentUser = Depends(admin_only),
                 role: str = Form(...)) -> Response:
     return (_not_yourself(request, user, name, "change the role of")
-            or _act(request, accounts.set_role, name, role) or done("role-changed", name))
+            or _act(request, accounts.set_role, name, role) or done(request, "role-changed", name))
 
 
 @router.post("/admin/users/{name}/password", dependencies=[Depends(verify_csrf)])
 def reset_password(request: Request, name: str, user: CurrentUser = Depends(admin_only),
                    password: str = Form(...)) -> Response:
-    return _act(request, accounts.set_password, name, password) or done("password-reset", name)
+    return _act(request, accounts.set_password, name, password) or done(request, "password-reset", name)
 
 
 @router.post("/admin/tokens", dependencies=[Depends(verify_csrf)])
@@ -119,7 +137,7 @@ def revoke_token(request: Request, token_id: int, user: CurrentUser = Depends(ad
         token = accounts.revoke_token(_engine(request), token_id)
     except accounts.AccountError as exc:
         return admin_page(request, error=str(exc), status_code=400)
-    return done("token-revoked", token.name)
+    return done(request, "token-revoked", token.name)
 
 
 # --- the access log ---------------------------------------------------------------------------

@@ -8,10 +8,11 @@ or a token except :data:`PUBLIC_PATHS` (a test enumerates the routes to keep it 
 from __future__ import annotations
 
 import asyncio
-
 import importlib
 import importlib.util
 import logging
+import secrets
+import time
 from contextlib import asynccontextmanager
 
 import sqlalchemy as sa
@@ -20,10 +21,12 @@ from starlette.exceptions import HTTPException
 from fastapi.responses import JSONResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.responses import Response
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp
 
 from voxtrail.store import Store, StoreError
+from voxtrail.web import middleware
 from voxtrail.web.auth import Forbidden, NotAuthenticated, login_url
+from voxtrail.web.health import DatabaseHealth
 from voxtrail.web.settings import WebSettings
 from voxtrail.web.templating import STATIC_DIR, templates
 from voxtrail.web.throttle import LoginThrottle
@@ -42,43 +45,37 @@ ROUTER_MODULES = (
 #: Served without a session. /api/v1/events and /metrics check tokens themselves.
 PUBLIC_PATHS = ("/login", "/healthz", "/static")
 
-#: No inline scripts, nothing from other origins. Styles may be inline: charting libraries set
-#: style attributes; scripts are what matters.
-CSP = ("default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
-       "font-src 'self'; connect-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'; "
-       "form-action 'self'")
-SECURITY_HEADERS = [
-    (b"content-security-policy", CSP.encode()),
-    (b"x-frame-options", b"DENY"),
-    (b"x-content-type-options", b"nosniff"),
-    (b"referrer-policy", b"same-origin"),
-    (b"cross-origin-opener-policy", b"same-origin"),
-]
+#: A request that finds every pooled connection taken is told to come back this much later.
+BUSY_RETRY_AFTER = 2
+#: The "database busy" warning is logged at most this often (with how many it stands for).
+BUSY_LOG_EVERY = 60.0
 
 
-class SecurityHeaders:
-    """Adds the security headers to every response; pages with data are not cached either."""
+class VoxtrailApp(FastAPI):
+    """FastAPI with voxtrail's outer layers (:mod:`voxtrail.web.middleware`) around everything,
+    the framework's own error handling included, so error responses carry the headers too."""
 
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
+    def build_middleware_stack(self) -> ASGIApp:
+        settings: WebSettings = self.state.settings
+        return middleware.wrap(super().build_middleware_stack(), trusted_proxies=settings.forwarded_allow_ips,
+                               body_timeout=settings.body_timeout)
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        static = scope["path"].startswith("/static/")
 
-        async def send_with_headers(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                headers = list(message.get("headers", []))
-                names = {name.lower() for name, _ in headers}
-                headers += [h for h in SECURITY_HEADERS if h[0] not in names]
-                if not static and b"cache-control" not in names:
-                    headers.append((b"cache-control", b"no-store"))
-                message["headers"] = headers
-            await send(message)
+class _Occasional:
+    """Logs a warning the first time and then at most once per ``every`` seconds, saying how
+    many occurrences each line stands for: a full pool under a burst is one line, not 700."""
 
-        await self.app(scope, receive, send_with_headers)
+    def __init__(self, every: float) -> None:
+        self.every = every
+        self._last = -every
+        self._since = 0
+
+    def warning(self, message: str) -> None:
+        self._since += 1
+        now = time.monotonic()
+        if now - self._last >= self.every:
+            log.warning("%s (%d time(s) since the last such line)", message, self._since)
+            self._last, self._since = now, 0
 
 
 def included_routers(modules: tuple[str, ...] = ROUTER_MODULES) -> list:
@@ -110,6 +107,9 @@ def create_app(settings: WebSettings, store: Store | None = None,
     own_store = store is None
     store = store or Store.open(settings.db)
 
+    health = DatabaseHealth(store.engine)
+    busy = _Occasional(BUSY_LOG_EVERY)
+
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         housekeeping = None
@@ -121,15 +121,16 @@ def create_app(settings: WebSettings, store: Store | None = None,
         yield
         if housekeeping is not None:
             housekeeping.cancel()
+        health.close()
         if own_store:
             store.close()
 
     # No /docs, /redoc or /openapi.json: they would be pages served without a session.
-    app = FastAPI(title="voxtrail", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
+    app = VoxtrailApp(title="voxtrail", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
     app.state.settings = settings
     app.state.store = store
     app.state.login_throttle = LoginThrottle()
-    app.add_middleware(SecurityHeaders)
+    app.state.flash_key = secrets.token_bytes(32)  # signs /admin's notices (web/admin.py)
 
     @app.exception_handler(NotAuthenticated)
     async def not_authenticated(request: Request, exc: NotAuthenticated) -> Response:
@@ -146,6 +147,19 @@ def create_app(settings: WebSettings, store: Store | None = None,
     async def http_error(request: Request, exc: HTTPException) -> Response:
         return error_response(request, exc.status_code, str(exc.detail), headers=exc.headers)
 
+    @app.exception_handler(sa.exc.TimeoutError)
+    async def pool_full(request: Request, exc: Exception) -> Response:
+        # Every pooled connection is in use: a burst, not an outage. Answered at once (the pool
+        # timeout is short under serve) and logged as one line now and then, not a traceback.
+        busy.warning("database busy: every pooled connection was in use; answered 503")
+        return error_response(request, 503, "the server is busy; retry in a moment",
+                              headers={"Retry-After": str(BUSY_RETRY_AFTER)})
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> Response:
+        # A bug: the framework logs the traceback; the client gets the usual error page/JSON.
+        return error_response(request, 500, "internal error: the server log says more")
+
     @app.exception_handler(StoreError)
     @app.exception_handler(sa.exc.OperationalError)
     @app.exception_handler(sa.exc.InterfaceError)
@@ -157,11 +171,9 @@ def create_app(settings: WebSettings, store: Store | None = None,
                               headers={"Retry-After": "5"})
 
     @app.get("/healthz")
-    def healthz(request: Request) -> Response:
-        try:
-            with request.app.state.store.engine.connect() as conn:
-                conn.exec_driver_sql("SELECT 1")
-        except (sa.exc.SQLAlchemyError, OSError):
+    async def healthz(request: Request) -> Response:
+        # async and off the store's pool (web/health.py): never waits behind busy requests.
+        if not await health.ok():
             return JSONResponse({"status": "unavailable", "error": "database unreachable"}, status_code=503)
         return JSONResponse({"status": "ok"})
 

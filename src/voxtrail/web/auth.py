@@ -150,19 +150,22 @@ def login_form(request: Request, next: str = "/") -> Response:
 @router.post("/login", dependencies=[Depends(verify_login_csrf)])
 def login(request: Request, username: str = Form(""), password: str = Form(""), next: str = Form("/")) -> Response:
     throttle = request.app.state.login_throttle
+    engine = request.app.state.store.engine
     address = client_address(request)
     next_url = safe_next(next)
-    wait = throttle.wait(username, address)
+    shown = username[:accounts.MAX_NAME_LENGTH]  # echoed into the form; no valid name is longer
+    # The users table's count too: a lock that memory forgot (a flood of other names, a restart)
+    # still holds for a real account.
+    wait = throttle.wait(username, address, accounts.recorded_failures(engine, username))
     if wait > 0:
         seconds = int(wait) + 1
-        return _login_page(request, status_code=429, username=username, next_url=next_url,
+        return _login_page(request, status_code=429, username=shown, next_url=next_url,
                            error=f"Too many failed attempts. Try again in {seconds} s.",
                            headers={"Retry-After": str(seconds)})
-    engine = request.app.state.store.engine
     user = accounts.authenticate(engine, username, password) if username and password else None
     if user is None:
         throttle.failed(username, address)
-        return _login_page(request, status_code=401, error=LOGIN_FAILED, username=username, next_url=next_url)
+        return _login_page(request, status_code=401, error=LOGIN_FAILED, username=shown, next_url=next_url)
     throttle.succeeded(username)
     settings = settings_of(request)
     previous = request.cookies.get(SESSION_COOKIE)

@@ -6,6 +6,8 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Literal
 
+from voxtrail.web.middleware import Network
+
 MetricsAccess = Literal["public", "token", "session"]
 METRICS_ACCESS = ("public", "token", "session")
 DEFAULT_MAX_BODY = 10 * 1024 * 1024  # 10 MiB
@@ -31,9 +33,18 @@ class WebSettings:
     retention: Any = None
     purge_every: timedelta | None = timedelta(days=1)
     first_purge_after: timedelta = timedelta(minutes=1)
+    #: Proxies whose X-Forwarded-For / X-Forwarded-Proto are believed (``--forwarded-allow-ips``);
+    #: empty: nobody's, the peer's address is the client's.
+    forwarded_allow_ips: tuple[Network, ...] = ()
+    #: A request's line and headers must arrive within this many seconds of its first byte...
+    header_timeout: float = 10.0
+    #: ...and its body within this many seconds of its headers (408 and closed otherwise).
+    body_timeout: float = 60.0
 
     def __post_init__(self) -> None:
         if self.metrics_access not in METRICS_ACCESS:
             raise ValueError(f"metrics access must be one of {', '.join(METRICS_ACCESS)}, not {self.metrics_access!r}")
         if self.max_body <= 0:
             raise ValueError("the body size limit must be positive")
+        if not (self.header_timeout > 0 and self.body_timeout > 0):
+            raise ValueError("the header and body timeouts must be positive")
