@@ -7,7 +7,8 @@ renders.
 
 Every read of individual events is written to the access log (:mod:`voxtrail.store.access_log`)
 before the answer is sent: a page or API list (``list``, or ``search`` with a text search), one
-event (``view_event``), an export (``export``, ``GET /api/v1/events/export``). When the log refuses
+event (``view_event``), an export (``export``, ``GET /api/v1/events/export``), the top errors
+with their messages (``error_messages``, ``GET /api/v1/stats/errors/messages``). When the log refuses
 the entry the request fails with 503 and shows nothing: a read that cannot be audited is not done.
 """
 
@@ -29,7 +30,7 @@ from voxtrail.query import panels as query_panels
 from voxtrail.query.filters import Filters, parse_limit, shown, single
 from voxtrail.store.access_log import AccessLogError, record_access
 from voxtrail.web.auth import CurrentUser, client_address, require_user
-from voxtrail.web.dashboard import FILTER_KEYS, filter_params
+from voxtrail.web.dashboard import FILTER_KEYS, filter_params, parse_filters
 from voxtrail.web.templating import templates
 
 router = APIRouter()
@@ -104,6 +105,19 @@ def audit(request: Request, user: CurrentUser, action: str, *, target: str | Non
         raise HTTPException(503, "the access log cannot record this read, so it was not done; "
                                  "retry later or ask an admin to check the database",
                             headers={"Retry-After": "5"}) from exc
+
+
+@router.get("/api/v1/stats/errors/messages")
+def error_messages(request: Request, user: Auditor) -> JSONResponse:
+    """The dashboard's top errors with the first 80 characters of each message: text from events,
+    so for auditors only, and logged (``error_messages``) before it is sent; the stats API itself
+    gives every reader the error types alone."""
+    filters = parse_filters(request)
+    result = query_panels.dashboard(request.app.state.store, filters, ["errors"], messages=True)
+    panel = result["panels"]["errors"]
+    shown_messages = sum(1 for row in panel["rows"] if row[panel["columns"].index("message")] is not None)
+    audit(request, user, "error_messages", query=asked(filters, {}), row_count=shown_messages)
+    return JSONResponse(result)
 
 
 @router.get("/api/v1/events")
