@@ -6,6 +6,8 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Literal
 
+from voxtrail.query.prometheus import DEFAULT_MAX_LABEL_VALUES
+
 MetricsAccess = Literal["public", "token", "session"]
 METRICS_ACCESS = ("public", "token", "session")
 DEFAULT_MAX_BODY = 10 * 1024 * 1024  # 10 MiB
@@ -18,6 +20,8 @@ class WebSettings:
     port: int = 8000
     #: Who may read /metrics: anyone, a bearer token with scope read (or a session), a session only.
     metrics_access: MetricsAccess = "token"
+    #: Values of each /metrics label with their own series; the rest are summed as __other__.
+    metrics_label_values: int = DEFAULT_MAX_LABEL_VALUES
     #: Largest request body accepted by POST /api/v1/events, in bytes (413 beyond).
     max_body: int = DEFAULT_MAX_BODY
     #: Mark cookies Secure: set when serving TLS, or behind a proxy that terminates TLS.
@@ -37,3 +41,5 @@ class WebSettings:
             raise ValueError(f"metrics access must be one of {', '.join(METRICS_ACCESS)}, not {self.metrics_access!r}")
         if self.max_body <= 0:
             raise ValueError("the body size limit must be positive")
+        if self.metrics_label_values < 1:
+            raise ValueError("metrics label values must be at least 1")
