@@ -170,10 +170,9 @@ def event_json(request_id: str, request: Request, user: Auditor) -> JSONResponse
 
 def _event_or_404(request: Request, user: CurrentUser, request_id: str) -> dict[str, Any]:
     try:
-        query_events.validate_request_id(request_id)
-    except ValueError as exc:
+        event = query_events.get_event(request.app.state.store, request_id)
+    except ValueError as exc:  # an id no event can have: refused before anything is read or logged
         raise HTTPException(400, str(exc)) from exc
-    event = query_events.get_event(request.app.state.store, request_id)
     audit(request, user, "view_event", target=request_id, row_count=0 if event is None else 1)
     if event is None:
         raise HTTPException(404, f"no event with request_id {request_id!r}")
