@@ -91,6 +91,7 @@ def test_auditors_see_error_messages_on_request_logged(new_page, server, day):
     table.wait_for()
     assert MESSAGE in table.text_content() and ERROR_TYPE in table.text_content()
     assert table.locator("a").count() == 0  # text, not markup
+    screenshot(page, "dashboard-error-messages.png")
     with Store.open(server.db_url) as store:
         entry = list_access(store.engine, actor="auditor", action="error_messages", limit=1).entries[0]
     assert entry.row_count == 1 and entry.channel == "api"
