@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta, timezone
+
 import orjson
 import pytest
 import sqlalchemy as sa
 from prometheus_client.parser import text_string_to_metric_families
 
-from voxtrail.query.prometheus import LATENCY_BUCKETS_SECONDS, RunningTotals, series_totals
-from voxtrail.store.schema import tts_events
-from voxtrail.store import accounts
+from voxtrail.query.prometheus import LATENCY_BUCKETS_SECONDS
+from voxtrail.store import Store, accounts
 from web_support import add_user, client_for, fast_password_hashing, login, make_app  # noqa: F401 - fixture
 
 pytestmark = pytest.mark.usefixtures("fast_password_hashing")
@@ -34,7 +35,9 @@ def samples(family, name: str) -> dict:
 
 
 def ingest(client, token, events):
-    body = [{"request_id": f"m-{i}", "ts": "2025-03-01T00:00:00Z", "status": status, "node": node, "model": model,
+    # Now: counts of today and yesterday show at the next scrape (older days within the hour).
+    now = datetime.now(timezone.utc).isoformat()
+    body = [{"request_id": f"m-{i}", "ts": now, "status": status, "node": node, "model": model,
              "emotion": emotion, "latency_ms": latency}
             for i, (node, model, emotion, status, latency) in enumerate(events)]
     response = client.post("/api/v1/events", content=orjson.dumps(body),
@@ -84,33 +87,117 @@ def test_counters_grow_with_new_events(sqlite_url):
     assert sum(before.values()) == 2 and sum(after.values()) == 6
 
 
-def test_running_totals_count_only_new_rows_and_match_a_full_count(db_url):
-    app = make_app(db_url)
-    _, token = accounts.create_token(app.state.store.engine, "node", "ingest")
-    running = RunningTotals()
-    engine = app.state.store.engine
-    statements: list[str] = []
-    sa.event.listen(engine, "before_cursor_execute", lambda conn, cur, stmt, *a: statements.append(stmt))
+def scrape(app) -> dict:
+    """Every counter sample of one scrape: calls, failures, latency count and each bucket."""
     with client_for(app) as client:
-        with engine.connect() as conn:
-            assert running.refresh(conn) == []
-        ingest(client, token, EVENTS[:3])
-        with engine.connect() as conn:
-            first = running.refresh(conn)
-        ingest(client, token, EVENTS)
-        statements.clear()
-        with engine.connect() as conn:
-            second = running.refresh(conn)
-            assert running.refresh(conn) == second  # nothing new: no aggregate query at all
-            aggregates = [s for s in statements if "GROUP BY" in s.upper()]
-            assert len(aggregates) == 1 and "id >" in aggregates[0]
-            assert second == series_totals(conn)  # incremental == counted from scratch
-        assert sum(s.calls for s in first) == 3 and sum(s.calls for s in second) == 6
-        with engine.begin() as conn:  # the events vanish (a restored backup): start over
-            conn.execute(tts_events.delete())
-        with engine.connect() as conn:
-            assert running.refresh(conn) == []
+        got = families(client.get("/metrics").text)
+    out = {}
+    for family in ("voxtrail_tts_calls", "voxtrail_tts_failures", "voxtrail_tts_latency_seconds"):
+        for sample in got[family].samples:
+            if not sample.name.endswith("_created"):
+                out[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return out
+
+
+def assert_never_lower(before: dict, after: dict) -> None:
+    lower = {k: (v, after.get(k)) for k, v in before.items() if after.get(k, -1) < v}
+    assert not lower, f"counters went backwards: {lower}"
+
+
+def test_counters_never_go_backwards_across_purges_and_restarts(db_url):
+    """#19: a purge deletes raw events (here the newest ids too: the oldest events were written
+    last), and a restarted server counted what was left. The rollups, which purges keep, are
+    where the counts come from now, so they never fall."""
+    from voxtrail.event import EventBatch
+    from voxtrail.store import purge
+
+    now = datetime.now(timezone.utc).replace(tzinfo=None)
+    recent = [{"request_id": f"new-{i}", "ts": now - timedelta(hours=i), "status": "failed" if i % 4 == 0 else "success",
+               "node": "gpu-1", "model": "IndexTTS2", "emotion": "happy", "latency_ms": 150.0 * (i + 1), "source": "http"}
+              for i in range(12)]
+    old = [{"request_id": f"old-{i}", "ts": now - timedelta(days=200 + i), "status": "success", "node": "gpu-1",
+            "model": "IndexTTS2", "emotion": "sad" if i % 2 else "happy", "latency_ms": 3000.0, "source": "http"}
+           for i in range(9)]
+    app = make_app(db_url, metrics_access="public")
+    store = app.state.store
+    store.write(EventBatch.from_records(recent))
+    store.write(EventBatch.from_records(old))  # the highest ids: the purge removes the newest ids
+    first = scrape(app)
+    assert sum(v for (name, _), v in first.items() if name == "voxtrail_tts_calls_total") == 21
+    result = purge.purge(store.engine, store.dialect, purge.Retention(None, timedelta(days=90)).cutoffs(purge.utcnow()))
+    assert result.events == 9
+    after_purge = scrape(app)
+    assert_never_lower(first, after_purge)
+    store.write(EventBatch.from_records([{**recent[0], "request_id": "newer-0", "ts": now}]))
+    grown = scrape(app)
+    assert_never_lower(after_purge, grown)
+    assert sum(v for (name, _), v in grown.items() if name == "voxtrail_tts_calls_total") == 22
+    store.close()
+    restarted = make_app(db_url, metrics_access="public")  # a new server: nothing kept in memory
+    again = scrape(restarted)
+    restarted.state.store.close()
+    assert again == grown
+
+
+def test_the_days_before_yesterday_are_read_again_later_never_lower(sqlite_url):
+    """The sum of the settled days is kept for an hour: a late event for an old day is counted
+    when it is read again, and moving the day boundary moves rows without changing the total."""
+    from voxtrail.event import EventBatch
+    from voxtrail.query.prometheus import SETTLED_SECONDS, RollupTotals
+
+    clock = [datetime.now(timezone.utc).timestamp()]
+    totals = RollupTotals(clock=lambda: clock[0])
+    now = datetime.now(timezone.utc).replace(tzinfo=None) - timedelta(minutes=1)
+    rows = lambda prefix, days_back, n: EventBatch.from_records([  # noqa: E731
+        {"request_id": f"{prefix}-{i}", "ts": now - timedelta(days=days_back), "status": "success", "node": "n",
+         "model": "m", "emotion": "e", "latency_ms": 500.0, "source": "http"} for i in range(n)])
+    with Store.open(sqlite_url) as store:
+        store.write(rows("old", 10, 3))
+        store.write(rows("today", 0, 2))
+        calls = lambda: sum(s.calls for s in totals.refresh(conn).series)  # noqa: E731
+        with store.engine.connect() as conn:
+            assert calls() == 5
+        store.write(rows("late", 10, 4))  # last week's logs imported now
+        store.write(rows("now", 0, 1))
+        with store.engine.connect() as conn:
+            assert calls() == 6  # today at once; the old day when its sum is read again
+            clock[0] += SETTLED_SECONDS
+            assert calls() == 10
+            clock[0] += 2 * 86400  # two days on: today's rows are settled now, the total is the same
+            assert calls() == 10
+
+
+def test_label_values_past_the_cap_are_folded_and_counted(sqlite_url):
+    """#14: 20,000 distinct emotions made /metrics 27.6 MB. Each label shows at most
+    --metrics-label-values values (the most calls); the others are summed as __other__."""
+    from voxtrail.event import EventBatch
+    from voxtrail.query.prometheus import OTHER
+
+    emotions = [f"emotion-{i:05d}" for i in range(20_000)]
+    now = datetime.now(timezone.utc).replace(tzinfo=None)
+    records = [{"request_id": f"e-{i}", "ts": now, "status": "success", "node": "gpu-1",
+                "model": "IndexTTS2", "emotion": emotion, "latency_ms": 900.0, "source": "http"}
+               for i, emotion in enumerate(emotions)]
+    records += [{**records[i], "request_id": f"popular-{i}-{j}"} for i in range(3) for j in range(5)]  # most calls
+    app = make_app(sqlite_url, metrics_access="public", metrics_label_values=3)
+    app.state.store.write(EventBatch.from_records(records))
+    with client_for(app) as client:
+        first = client.get("/metrics")
+        got = families(first.text)
+        calls = samples(got["voxtrail_tts_calls"], "voxtrail_tts_calls_total")
+        assert {dict(k)["emotion"] for k in calls} == {*emotions[:3], OTHER}
+        assert calls[(("emotion", OTHER), ("model", "IndexTTS2"), ("node", "gpu-1"))] == 20_000 - 3
+        assert sum(calls.values()) == 20_015
+        folded = samples(got["voxtrail_metrics_folded_values"], "voxtrail_metrics_folded_values")
+        assert folded == {(("label", "emotion"),): 19_997, (("label", "model"),): 0, (("label", "node"),): 0}
+        assert samples(got["voxtrail_metrics_folded_series"], "voxtrail_metrics_folded_series") == {(): 19_997}
+        assert len(first.content) < 20_000, len(first.content)
+        # A new emotion later finds no room: it is summed in __other__, the kept ones stay.
+        app.state.store.write(EventBatch.from_records([{**records[0], "request_id": "late", "emotion": "brand-new"}]))
+        later = samples(families(client.get("/metrics").text)["voxtrail_tts_calls"], "voxtrail_tts_calls_total")
     app.state.store.close()
+    assert set(later) == set(calls)
+    assert later[(("emotion", OTHER), ("model", "IndexTTS2"), ("node", "gpu-1"))] == 20_000 - 2
 
 
 def test_access_modes(sqlite_url):
@@ -172,3 +259,20 @@ def test_database_down_is_reported_not_an_error(fresh_db_url):
             conn.exec_driver_sql(f"ALTER DATABASE {name} ALLOW_CONNECTIONS true")
         admin.dispose()
         app.state.store.close()
+
+
+def test_the_cap_is_a_serve_setting(sqlite_url, monkeypatch):
+    from click.testing import CliRunner
+
+    from voxtrail.cli import serve_cmd
+
+    started = []
+    monkeypatch.setattr(serve_cmd, "run_server", lambda settings, store, **kw: started.append(settings))
+    result = CliRunner().invoke(serve_cmd.serve_command, ["--db", sqlite_url],
+                                env={"VOXTRAIL_METRICS_LABEL_VALUES": "7"})
+    assert result.exit_code == 0, result.output
+    assert started[0].metrics_label_values == 7
+    CliRunner().invoke(serve_cmd.serve_command, ["--db", sqlite_url, "--metrics-label-values", "3"])
+    assert started[1].metrics_label_values == 3
+    refused = CliRunner().invoke(serve_cmd.serve_command, ["--db", sqlite_url, "--metrics-label-values", "0"])
+    assert refused.exit_code == 2 and "--metrics-label-values" in refused.output and len(started) == 2

@@ -101,10 +101,16 @@ def test_heatmap_errors_stages_failure_rate(store):
     cells = {(r[0], r[1]): r[2] for r in p["heatmap"]["rows"]}
     assert len(cells) == 168 and cells[(0, 9)] == 2 and cells[(1, 2)] == 2 and sum(cells.values()) == 7
     assert rows(p["errors"]) == [
+        {"error_type": "OOM", "calls": 2, "share": 66.67},
+        {"error_type": "Timeout", "calls": 1, "share": 33.33},
+    ]
+    assert p["errors"]["failures"] == 3
+    # The messages only when asked for (auditors, the CLI): text from the events.
+    messages = dashboard(store, RANGE, ["errors"], messages=True)["panels"]["errors"]
+    assert rows(messages) == [
         {"error_type": "OOM", "message": "OOM happened", "calls": 2, "share": 66.67},
         {"error_type": "Timeout", "message": "Timeout happened", "calls": 1, "share": 33.33},
     ]
-    assert p["errors"]["failures"] == 3
     # A 2-day range is drawn per hour.
     assert p["failure_rate"]["bucket"] == "hour"
     fr = {r["time"]: r for r in rows(p["failure_rate"])}

@@ -9,7 +9,7 @@ from importlib import resources
 import pytest
 from web_support import add_user, client_for, login, make_app
 
-from voxtrail.demo.synthetic import SyntheticMonth, generate
+from voxtrail.demo.synthetic import ERRORS, SyntheticMonth, generate
 from voxtrail.query.panels import PANELS
 from voxtrail.web.dashboard import plotly_url
 
@@ -24,7 +24,7 @@ def app(tmp_path_factory):
     end = datetime.now(timezone.utc).replace(minute=0, second=0, microsecond=0) + timedelta(hours=1)
     for batch in generate(SyntheticMonth(events=EVENTS, days=7, end=end, seed=3)):
         app.state.store.write(batch)
-    for role in ("viewer", "auditor"):
+    for role in ("viewer", "auditor", "admin"):
         add_user(app, role, role)
     yield app
     app.state.store.close()
@@ -137,3 +137,45 @@ def test_stats_are_the_same_for_auditors(app, viewer):
     login(auditor, "auditor")
     params = {"range": "7d", "status": "failed"}
     assert auditor.get("/api/v1/stats", params=params).json() == viewer.get("/api/v1/stats", params=params).json()
+
+
+def test_error_messages_reach_auditors_only_on_request_and_logged(app, viewer):
+    """#9: the stats API gives every reader error types and counts, never message text; the
+    messages are a separate read for auditors and admins, written to the access log first."""
+    from voxtrail.query.access import list_access
+    from voxtrail.store import accounts
+
+    messages = [message for _, message in ERRORS]
+    read = accounts.create_token(app.state.store.engine, "stats-script", "read")[1]
+    token = {"Authorization": f"Bearer {read}"}
+    clients = {"viewer": viewer, "token": client_for(app)}
+    for role in ("auditor", "admin"):
+        clients[role] = client_for(app)
+        login(clients[role], role)
+    for who, client in clients.items():
+        headers = token if who == "token" else {}
+        for path in ("/api/v1/stats", "/api/v1/stats/errors"):
+            response = client.get(path, params={"range": "7d"}, headers=headers)
+            errors = response.json()["panels"]["errors"]
+            assert errors["columns"] == ["error_type", "calls", "share"], (who, path)
+            assert {row[0] for row in errors["rows"]} == {t for t, _ in ERRORS}
+            assert not any(m in response.text for m in messages), (who, path)
+        page = client.get("/", headers=headers)
+        assert ('id="vx-error-messages"' in page.text) == (who in ("auditor", "admin")), who
+    engine = app.state.store.engine
+    before = len(list_access(engine, limit=1000).entries)
+    assert viewer.get("/api/v1/stats/errors/messages", params={"range": "7d"}).status_code == 403
+    assert clients["token"].get("/api/v1/stats/errors/messages", headers=token).status_code == 401
+    assert len(list_access(engine, limit=1000).entries) == before  # refused: nothing read, nothing logged
+    for role in ("auditor", "admin"):
+        response = clients[role].get("/api/v1/stats/errors/messages", params={"range": "7d", "status": "failed"})
+        assert response.status_code == 200
+        errors = response.json()["panels"]["errors"]
+        assert errors["columns"] == ["error_type", "message", "calls", "share"]
+        assert {row[1] for row in errors["rows"]} == set(messages)
+        entry = list_access(engine, limit=1).entries[0]
+        assert (entry.actor, entry.role, entry.action, entry.channel, entry.row_count) == (
+            role, role, "error_messages", "api", len(messages))
+        assert entry.query["status"] == "failed" and entry.query["range"] == "7d"
+    bad = clients["auditor"].get("/api/v1/stats/errors/messages", params={"tz": "Etc"})
+    assert bad.status_code == 400 and "tz" in bad.json()["error"]

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import html
 import json
 import re
+import threading
+import time
+from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
+from urllib.parse import parse_qs, urlsplit
 
+import httpx
 import pytest
 from web_support import add_user, client_for, login, make_app
 
@@ -13,6 +19,10 @@ from voxtrail.event import EventBatch
 
 ROUTERS = ("voxtrail.web.auth", "voxtrail.web.ingest", "voxtrail.web.dashboard", "voxtrail.web.events")
 SECRET_TEXT = "the secret <b>text</b> nobody but auditors reads"
+#: Ids a client may send that a link must not turn into another route (two days back: outside
+#: the 24 h views the other tests count).
+HOSTILE_IDS = ("../api/v1/events/export", "a/../../admin/access-log", "..", ".", "./x", "%2e%2e", "100%",
+               "50%2F50", "?format=csv", "#top", "with space", "日本/ü?x=1#y", "..%2Fadmin", "trailing/")
 
 
 def _records(now: datetime) -> list[dict]:
@@ -26,7 +36,9 @@ def _records(now: datetime) -> list[dict]:
          "source": "http"}
         for i in range(8)
     ] + [{"request_id": "node-7/2026/req 1?x#y", "ts": base - timedelta(minutes=1), "status": "success", "text_input": "odd id",
-          "source": "http"}]
+          "source": "http"}] + [
+        {"request_id": rid, "ts": base - timedelta(days=2, minutes=i), "status": "success",
+         "text_input": f"hostile id {i}", "source": "http"} for i, rid in enumerate(HOSTILE_IDS)]
 
 
 @pytest.fixture(scope="module")
@@ -157,3 +169,50 @@ def test_get_and_post_share_the_path(client_as):
     response = client.post("/api/v1/events", json=[{"request_id": "x", "ts": "2026-01-01T00:00:00Z",
                                                     "status": "success"}])
     assert response.status_code == 401  # ingest wants a bearer token, not a session
+
+
+@contextmanager
+def served(app):
+    """``app`` behind a real uvicorn in a thread: paths are decoded once, as in production
+    (Starlette's TestClient decodes them twice, which would hide or fake a quoting bug)."""
+    import uvicorn
+
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="off"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        assert time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        thread.join(20)
+
+
+def test_links_name_the_event_whatever_its_id(app):
+    """#8: every id is one fully quoted path segment (or, for . and .., a query parameter), so a
+    link opens that event, is logged as viewing it, and survives the detour through the login."""
+    from voxtrail.query.access import list_access
+
+    with served(app) as base, httpx.Client(base_url=base) as client, httpx.Client(base_url=base) as anonymous:
+        login(client, "auditor")
+        page = client.get("/events", params={"q": "hostile id", "limit": 100})
+        assert page.status_code == 200
+        links = {html.unescape(title): html.unescape(href) for href, title in
+                 re.findall(r'<a href="([^"]+)" class="vx-mono" title="([^"]+)"', page.text)}
+        assert set(links) == set(HOSTILE_IDS)
+        for request_id, href in links.items():
+            # httpx resolves dot segments as a browser does: the quoted id must survive that.
+            opened = client.get(href)
+            assert opened.status_code == 200, (request_id, href)
+            heading = re.search(r'<h1 class="vx-mono">(.*?)</h1>', opened.text).group(1)
+            assert html.unescape(heading) == request_id, href
+            assert list_access(app.state.store.engine, limit=1).entries[0].target == request_id
+            # Without a session, the login page brings the reader back to the same event.
+            redirect = anonymous.get(href)
+            assert redirect.status_code == 303
+            assert parse_qs(urlsplit(redirect.headers["location"]).query)["next"] == [href]
+        assert client.get("/event", params={"request_id": "../api/v1/events/export"}).status_code == 200
+        assert client.get("/event").status_code == 400

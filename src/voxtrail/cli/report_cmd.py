@@ -50,7 +50,7 @@ def report_command(db, config_file, since, until, tz, node, model, model_version
     except ValueError as exc:
         fail(str(exc))
     with opened_store(db, None, config_file) as (store, _):
-        result = dashboard(store, filters, None if as_json else TABLES)
+        result = dashboard(store, filters, None if as_json else TABLES, messages=True)
         url = store.display_url
     if as_json:
         print_json({"db": url, **result})

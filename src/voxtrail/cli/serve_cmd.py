@@ -125,6 +125,10 @@ def run_server(settings, store, *, certfile: str | None = None, keyfile: str | N
 @click.option("--metrics", "metrics_access", type=click.Choice(["public", "token", "session"]), default="token",
               show_default=True, envvar="VOXTRAIL_METRICS", show_envvar=True,
               help="Who may read /metrics: anyone, an API token with scope read (or a session), a session only.")
+@click.option("--metrics-label-values", type=click.IntRange(1, 100_000), default=100, show_default=True,
+              envvar="VOXTRAIL_METRICS_LABEL_VALUES", show_envvar=True, metavar="N",
+              help="Values of each /metrics label (node, model, emotion) with their own series; "
+                   "the others are summed as __other__.")
 @click.option("--max-body", type=ByteSize(), default="10MiB", show_default=True, envvar="VOXTRAIL_MAX_BODY",
               show_envvar=True, help="Largest body POST /api/v1/events accepts (413 beyond).")
 @click.option("--certfile", type=click.Path(dir_okay=False), envvar="VOXTRAIL_CERTFILE", show_envvar=True,
@@ -147,8 +151,8 @@ def run_server(settings, store, *, certfile: str | None = None, keyfile: str | N
               help="A request's body must arrive within this time after its headers (408 and closed otherwise).")
 @click.option("--log-level", type=click.Choice(["critical", "error", "warning", "info", "debug"]), default="info",
               show_default=True, help="Server log level (requests are logged at info).")
-def serve_command(db, config_file, host, port, metrics_access, max_body, certfile, keyfile, secure_cookies,
-                  purge_every, forwarded_allow_ips, header_timeout, body_timeout, log_level) -> None:
+def serve_command(db, config_file, host, port, metrics_access, metrics_label_values, max_body, certfile, keyfile,
+                  secure_cookies, purge_every, forwarded_allow_ips, header_timeout, body_timeout, log_level) -> None:
     """Serve the dashboard, audit pages, HTTP ingest (POST /api/v1/events) and /metrics.
 
     \b
@@ -183,7 +187,8 @@ def serve_command(db, config_file, host, port, metrics_access, max_body, certfil
                  "'voxtrail user add NAME --role admin' first, or listen on 127.0.0.1")
         try:
             settings = WebSettings(db=store.display_url, host=host, port=port, metrics_access=metrics_access,
-                                   max_body=max_body, secure_cookies=secure_cookies or bool(certfile),
+                                   metrics_label_values=metrics_label_values, max_body=max_body,
+                                   secure_cookies=secure_cookies or bool(certfile),
                                    retention=retention, purge_every=every, forwarded_allow_ips=proxies,
                                    header_timeout=header_timeout, body_timeout=body_timeout)
         except ValueError as exc:  # e.g. a timeout of nan, which FloatRange lets through

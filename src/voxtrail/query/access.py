@@ -9,18 +9,22 @@ chain live in :mod:`voxtrail.store.access_log`.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
 import sqlalchemy as sa
 
-from voxtrail.query.filters import parse_time, parse_zone
+from voxtrail.query.filters import check_text, parse_time, parse_zone, shown
 from voxtrail.store.access_log import ACTIONS
 from voxtrail.store.schema import access_log
 
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 1000
+#: A cursor is an entry's id: a BIGINT, so at most 19 digits.
+_CURSOR = re.compile(r"[0-9]{1,19}", re.ASCII)
+_MAX_ID = 2**63 - 1
 
 
 @dataclass(frozen=True)
@@ -77,12 +81,15 @@ def list_access(engine: sa.Engine, *, since: datetime | None = None, until: date
                 limit: int = DEFAULT_PAGE_SIZE) -> AccessPage:
     """One page of entries, newest first; ``since`` inclusive, ``until`` exclusive.
 
-    ValueError (a message for the user) for an unknown action, a bad cursor or limit.
+    ValueError (a message for the user, naming the parameter) for an unknown action, an actor
+    no entry can have, a bad cursor or limit.
     """
     if not 1 <= limit <= MAX_PAGE_SIZE:
         raise ValueError(f"limit must be between 1 and {MAX_PAGE_SIZE}")
     if action is not None and action not in ACTIONS:
-        raise ValueError(f"unknown action {action!r}: one of {', '.join(ACTIONS)}")
+        raise ValueError(f"action: unknown action {shown(action)}: one of {', '.join(ACTIONS)}")
+    if actor:
+        check_text(actor, "actor", access_log.c.actor.type.length)
     c = access_log.c
     where = []
     if since is not None:
@@ -94,8 +101,8 @@ def list_access(engine: sa.Engine, *, since: datetime | None = None, until: date
     if action:
         where.append(c.action == action)
     if cursor:
-        if not cursor.isdigit():
-            raise ValueError("invalid page cursor (use the next_cursor of a previous page)")
+        if not _CURSOR.fullmatch(cursor) or int(cursor) > _MAX_ID:
+            raise ValueError("cursor: invalid page cursor (use the next_cursor of a previous page)")
         where.append(c.id < int(cursor))
     query = (sa.select(*(col for col in access_log.c if col.name != "prev_hash"))
              .where(*where).order_by(c.id.desc()).limit(limit + 1))

@@ -28,8 +28,9 @@ from typing import Any, Protocol, Sequence
 
 import sqlalchemy as sa
 
-from voxtrail.event import FIELD_NAMES
+from voxtrail.event import FIELD_NAMES, FIELDS_BY_NAME
 from voxtrail.keys import ENCRYPTABLE_FIELDS, Keyring, KeyringError
+from voxtrail.query.filters import EARLIEST, LATEST, check_text
 from voxtrail.store.schema import tts_events
 from voxtrail.transforms.encrypt import PREFIX, DecryptionError, decrypt_value, is_encrypted, key_id_of
 
@@ -130,8 +131,25 @@ def conditions(filters: FiltersLike | None, *, search: str | None = None, user: 
 def validate_search(search: str | None) -> str | None:
     search = (search or "").strip()
     if len(search) > MAX_SEARCH_CHARS:
-        raise ValueError(f"search text is longer than {MAX_SEARCH_CHARS} characters")
-    return search or None
+        raise ValueError(f"q: the search text is longer than {MAX_SEARCH_CHARS} characters")
+    return check_text(search, "q", MAX_SEARCH_CHARS) or None
+
+
+def validate_user(user: str | None) -> str | None:
+    """``user``: an exact ``user_id`` (None when empty); ValueError when it cannot be one."""
+    user = (user or "").strip()
+    return check_text(user, "user", FIELDS_BY_NAME["user_id"].length) or None
+
+
+def validate_request_id(request_id: str) -> str:
+    """An id as a URL names it; ValueError when no stored event can have it."""
+    return check_text(request_id, "request_id", FIELDS_BY_NAME["request_id"].length)
+
+
+#: Ids are the database's BIGINT: anything larger is no position of a row.
+MAX_ROW_ID = 2**63 - 1
+_CURSOR_CHARS = 128
+_INVALID_CURSOR = "cursor: invalid page cursor (use the next_cursor of a previous page)"
 
 
 def encode_cursor(ts: datetime, row_id: int) -> str:
@@ -140,13 +158,21 @@ def encode_cursor(ts: datetime, row_id: int) -> str:
 
 
 def decode_cursor(cursor: str) -> tuple[datetime, int]:
-    """The (ts, id) position a cursor names; ValueError for anything not made by encode_cursor."""
+    """The (ts, id) position a cursor names; ValueError for anything encode_cursor cannot have
+    made: a naive UTC time a view can show and a positive BIGINT id."""
+    if len(cursor) > _CURSOR_CHARS:
+        raise ValueError(_INVALID_CURSOR)
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
         ts_text, id_text = raw.split("|")
-        return datetime.fromisoformat(ts_text), int(id_text)
+        ts = datetime.fromisoformat(ts_text)
+        row_id = int(id_text) if id_text.isascii() and id_text.isdigit() else -1
     except (ValueError, UnicodeDecodeError) as exc:
-        raise ValueError("invalid page cursor (use the next_cursor of a previous page)") from exc
+        raise ValueError(_INVALID_CURSOR) from exc
+    naive_range = EARLIEST.replace(tzinfo=None) <= ts <= LATEST.replace(tzinfo=None) if ts.tzinfo is None else False
+    if not naive_range or not 0 < row_id <= MAX_ROW_ID:
+        raise ValueError(_INVALID_CURSOR)
+    return ts, row_id
 
 
 def _list_select(where: Sequence) -> sa.Select:
@@ -173,7 +199,7 @@ def list_events(
     an engine (the keys configured for this process decrypt)."""
     if not 1 <= limit <= MAX_PAGE_SIZE:
         raise ValueError(f"limit must be between 1 and {MAX_PAGE_SIZE}")
-    search = validate_search(search)
+    search, user = validate_search(search), validate_user(user)
     engine, protection = read_protection(db)
     refuse_encrypted_search(search, protection)
     where = conditions(filters, search=search, user=user)
@@ -211,6 +237,7 @@ def get_event(db: sa.Engine | Any, request_id: str) -> dict[str, Any] | None:
     id. ``db`` as for :func:`list_events`."""
     engine, protection = read_protection(db)
     c = tts_events.c
+    validate_request_id(request_id)
     query = sa.select(*(c[name] for name in FIELD_NAMES), c.ingested_at).where(c.request_id == request_id)
     with engine.connect() as conn:
         row = conn.execute(query).first()

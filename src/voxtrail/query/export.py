@@ -27,7 +27,7 @@ from voxtrail.keys import ENCRYPTABLE_FIELDS
 # The events module's read-side decryption, so an export reveals exactly what the event pages do
 # (the same keys, the same markers).
 from voxtrail.query.events import (
-    FiltersLike, conditions, jsonable, read_protection, refuse_encrypted_search, validate_search,
+    FiltersLike, conditions, jsonable, read_protection, refuse_encrypted_search, validate_search, validate_user,
 )
 from voxtrail.store.schema import tts_events
 
@@ -46,7 +46,7 @@ def export_ids(db: sa.Engine | Any, filters: FiltersLike | None, *, search: str 
     if not 1 <= limit <= MAX_LIMIT:
         raise ValueError(f"limit must be between 1 and {MAX_LIMIT:,}")
     engine, protection = read_protection(db)
-    search = validate_search(search)
+    search, user = validate_search(search), validate_user(user)
     refuse_encrypted_search(search, protection)
     c = tts_events.c
     query = (sa.select(c.id).where(*conditions(filters, search=search, user=user))

@@ -14,6 +14,12 @@ URL parameters:
   value to keep (repeat the parameter, or separate values with commas, to keep several).
 - ``tz``: IANA time zone for day and hour buckets (default ``UTC``), e.g. ``Asia/Shanghai``.
 
+Every parameter is parsed here, for every view: a bad value is a ``ValueError`` whose message
+starts with the parameter's name and says what is wrong (the web app answers it as a 400, the CLI
+prints it). Times lie between :data:`EARLIEST` and :data:`LATEST`; a dimension takes at most
+:data:`MAX_VALUES` values, each no longer than its column and without a NUL character (no stored
+value can hold one), so no value a client sends reaches the database as an error.
+
 Ranges are whole hours: ``since`` is rounded down and ``until`` up to the hour, so every figure
 comes from the hourly rollups and a relative range always includes the current hour (``24h`` =
 the current hour and the 23 before it).
@@ -27,13 +33,26 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, Mapping
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from voxtrail.event import FIELDS_BY_NAME
+
 DIMENSIONS = ("node", "model", "model_version", "emotion", "emotion_control", "status")
 RANGES = {"1h": timedelta(hours=1), "24h": timedelta(hours=24), "7d": timedelta(days=7), "30d": timedelta(days=30)}
 DEFAULT_RANGE = "24h"
-_RELATIVE = re.compile(r"^(\d+)\s*(m|min|h|d|w)$")
+# ASCII digits only: \d would also take digits of other scripts, and int() some that are not digits.
+_RELATIVE = re.compile(r"^([0-9]+)\s*(m|min|h|d|w)$", re.ASCII)
 _UNITS = {"m": "minutes", "min": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 #: No view goes back further than this (a typo such as since=20000d gets a clear error).
 MAX_SPAN = timedelta(days=3660)
+#: The times a view can name. Rollups count hours from 1970, and a time near the end of year 9999
+#: has no local time in zones east of UTC (nor a next hour to round up to).
+EARLIEST = datetime(1970, 1, 1, tzinfo=timezone.utc)
+LATEST = datetime(9999, 1, 1, tzinfo=timezone.utc)
+#: The longest IANA zone name is 32 characters; a longer one is refused before any file lookup.
+MAX_ZONE_CHARS = 64
+#: Values one dimension filter may keep (node=a,b,...): a menu's worth, and a bounded SQL IN list.
+MAX_VALUES = 100
+#: Characters of a refused value repeated in its error message.
+SHOWN_CHARS = 40
 
 
 def floor_hour(t: datetime) -> datetime:
@@ -49,38 +68,97 @@ def utc_now() -> datetime:
     return datetime.now(timezone.utc)
 
 
-def parse_zone(name: str) -> ZoneInfo:
-    try:
-        return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise ValueError(f"unknown time zone {name!r} (use an IANA name such as UTC or Europe/Berlin)") from None
+def shown(value: Any) -> str:
+    """A value as an error message repeats it: quoted, and cut short when long."""
+    text = repr(value)
+    return text if len(text) <= SHOWN_CHARS else text[:SHOWN_CHARS] + "…"
 
 
-def parse_time(value: str, *, now: datetime, tz: ZoneInfo, name: str) -> datetime:
-    """An ISO-8601 time or a duration before ``now`` (``7d``), as an aware UTC datetime."""
+def parse_zone(name: str, param: str = "tz") -> ZoneInfo:
+    """The IANA zone ``name``; ValueError naming ``param`` for anything else (a directory of the
+    zone database such as ``Etc``, a file that is not a zone, a name too long for a file)."""
+    if 0 < len(name) <= MAX_ZONE_CHARS:
+        try:
+            return ZoneInfo(name)
+        except (ZoneInfoNotFoundError, ValueError, OSError):
+            pass
+    raise ValueError(f"{param}: unknown time zone {shown(name)} (use an IANA name such as UTC or Europe/Berlin)")
+
+
+def parse_time(value: str, *, now: datetime, tz: ZoneInfo | timezone, name: str) -> datetime:
+    """An ISO-8601 time or a duration before ``now`` (``7d``), as an aware UTC datetime between
+    :data:`EARLIEST` and :data:`LATEST`; ValueError naming ``name`` otherwise."""
     text = value.strip()
     match = _RELATIVE.match(text)
-    if match:
-        return now - timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
     try:
-        parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        raise ValueError(
-            f"{name}: {value!r} is neither an ISO-8601 time (2026-11-01T08:00) nor a duration (90m, 36h, 7d, 2w)"
-        ) from None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=tz)
-    return parsed.astimezone(timezone.utc)
+        if match:
+            # More digits than any representable duration has: no int() of a 5,000-digit number.
+            amount = int(match.group(1)) if len(match.group(1)) <= 12 else 10**12
+            parsed = now - timedelta(**{_UNITS[match.group(2)]: amount})
+        else:
+            try:
+                parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
+            except ValueError:
+                raise ValueError(f"{name}: {shown(value)} is neither an ISO-8601 time (2026-11-01T08:00) "
+                                 "nor a duration (90m, 36h, 7d, 2w)") from None
+            if parsed.tzinfo is None:
+                parsed = parsed.replace(tzinfo=tz)
+            parsed = parsed.astimezone(timezone.utc)
+    except OverflowError:  # a duration past year 1, or an offset that moves a time out of years 1-9999
+        parsed = None
+    if parsed is None or not EARLIEST <= parsed <= LATEST:
+        raise ValueError(f"{name}: {shown(value)} is outside the times a view can show "
+                         f"({EARLIEST:%Y-%m-%d} to {LATEST:%Y-%m-%d} UTC)")
+    return parsed
 
 
-def _values(raw: Any) -> tuple[str, ...]:
+def check_text(value: str, name: str, max_chars: int) -> str:
+    """A text parameter that is compared with a stored column: ValueError naming ``name`` for a
+    NUL character (PostgreSQL cannot even compare one, and no stored value holds one) or for more
+    characters than the column can hold."""
+    if "\x00" in value:
+        raise ValueError(f"{name}: {shown(value)} contains a NUL character")
+    if len(value) > max_chars:
+        raise ValueError(f"{name}: {shown(value)} is longer than {max_chars} characters")
+    return value
+
+
+def single(params: Mapping[str, Any], name: str) -> str | None:
+    """The one value of a parameter that cannot be repeated (``since``, ``tz``, ``limit``, ...)."""
+    raw = params.getlist(name) if hasattr(params, "getlist") else params.get(name)
+    if isinstance(raw, (list, tuple)):
+        if len(raw) > 1:
+            raise ValueError(f"{name}: given {len(raw)} times; give it once")
+        raw = raw[0] if raw else None
+    return None if raw is None else str(raw)
+
+
+def parse_limit(text: str | None, *, default: int, maximum: int, name: str = "limit") -> int:
+    """A page or export size: ASCII digits between 1 and ``maximum``; ``default`` when empty."""
+    text = (text or "").strip()
+    if not text:
+        return default
+    if not re.fullmatch(r"[0-9]+", text, re.ASCII):
+        raise ValueError(f"{name} must be a whole number, not {shown(text)}")
+    # No int() of a 5,000-digit number: more digits than the maximum has is out of range anyway.
+    if len(text.lstrip("0")) > len(str(maximum)) or not 1 <= int(text) <= maximum:
+        raise ValueError(f"{name} must be between 1 and {maximum:,}, not {shown(text)}")
+    return int(text)
+
+
+def _values(raw: Any, name: str) -> tuple[str, ...]:
     items = raw if isinstance(raw, (list, tuple)) else [raw]
     out: list[str] = []
     for item in items:
         if item is None:
             continue
         out.extend(v.strip() for v in str(item).split(",") if v.strip())
-    return tuple(dict.fromkeys(out))
+    values = tuple(dict.fromkeys(out))
+    if len(values) > MAX_VALUES:
+        raise ValueError(f"{name}: {len(values)} values; at most {MAX_VALUES} can be kept at once")
+    for value in values:
+        check_text(value, name, FIELDS_BY_NAME[name].length)
+    return values
 
 
 @dataclass(frozen=True)
@@ -107,22 +185,25 @@ class Filters:
             value = getattr(self, name)
             if value.tzinfo is None:
                 raise ValueError(f"{name} must be timezone-aware")
+            if not EARLIEST <= value <= LATEST:
+                raise ValueError(f"{name}: {value.isoformat()} is outside the times a view can show "
+                                 f"({EARLIEST:%Y-%m-%d} to {LATEST:%Y-%m-%d} UTC)")
             object.__setattr__(self, name, value.astimezone(timezone.utc))
         object.__setattr__(self, "since", floor_hour(self.since))
         object.__setattr__(self, "until", ceil_hour(self.until))
         if self.until <= self.since:
             raise ValueError("until must be after since")
         if self.until - self.since > MAX_SPAN:
-            raise ValueError(f"the range spans more than {MAX_SPAN.days} days")
+            raise ValueError(f"since/until: the range spans more than {MAX_SPAN.days} days")
         parse_zone(self.tz)
         for name in DIMENSIONS:
-            object.__setattr__(self, name, _values(getattr(self, name)))
+            object.__setattr__(self, name, _values(getattr(self, name), name))
 
     @classmethod
     def last(cls, span: str = DEFAULT_RANGE, *, now: datetime | None = None, **kw) -> "Filters":
         """The last ``span`` (one of RANGES) up to ``now``, e.g. ``Filters.last("30d")``."""
         if span not in RANGES:
-            raise ValueError(f"range: {span!r} is not one of {', '.join(RANGES)}")
+            raise ValueError(f"range: {shown(span)} is not one of {', '.join(RANGES)}")
         end = ceil_hour(now or utc_now())
         return cls(since=end - RANGES[span], until=end, range=span, **kw)
 
@@ -132,16 +213,17 @@ class Filters:
         get = params.getlist if hasattr(params, "getlist") else None  # starlette's QueryParams
 
         def values(name: str) -> tuple[str, ...]:
-            return _values(get(name) if get else params.get(name))
+            return _values(get(name) if get else params.get(name), name)
 
         unknown = set(params) - {"range", "since", "until", "tz", *DIMENSIONS}
         if unknown:
-            raise ValueError(f"unknown filter parameter(s): {', '.join(sorted(unknown))}")
+            names = sorted(shown(k) if not k.isprintable() or len(k) > SHOWN_CHARS else k for k in unknown)
+            raise ValueError(f"unknown filter parameter(s): {', '.join(names[:10])}")
         now = now or utc_now()
-        tz_name = (params.get("tz") or "UTC").strip() or "UTC"
+        tz_name = (single(params, "tz") or "UTC").strip() or "UTC"
         zone = parse_zone(tz_name)
         dims = {name: values(name) for name in DIMENSIONS}
-        since_raw, until_raw = params.get("since"), params.get("until")
+        since_raw, until_raw = single(params, "since"), single(params, "until")
         if since_raw or until_raw:
             until = parse_time(until_raw, now=now, tz=zone, name="until") if until_raw else now
             if not since_raw:
@@ -150,7 +232,7 @@ class Filters:
             if ceil_hour(until) <= floor_hour(since):
                 raise ValueError("since must be before until")
             return cls(since=since, until=until, tz=tz_name, **dims)
-        return cls.last((params.get("range") or DEFAULT_RANGE).strip(), now=now, tz=tz_name, **dims)
+        return cls.last((single(params, "range") or DEFAULT_RANGE).strip(), now=now, tz=tz_name, **dims)
 
     def to_params(self) -> dict[str, str]:
         """URL parameters that give this view back (relative ranges stay relative)."""

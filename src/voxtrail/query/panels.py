@@ -34,8 +34,9 @@ beyond (``daily`` and ``hourly`` always use their own). Exact shapes:
 ``percentiles``     time, p50, p90, p95, p99 ms (nearest rank, from histograms: within 1 %)
 ``rtf_audio``       time, mean_rtf x, mean_audio_length s, total_audio s
 ``stages``          time, gpt_gen, gpt_forward, s2mel, bigvgan: mean ms of IndexTTS2's stages
-``errors``          error_type, message (first 80 characters), calls, share % of failures: top
-                    10; ``"failures"`` = all failed calls of the view
+``errors``          error_type, calls, share % of failures: the top 10 types; ``"failures"`` =
+                    all failed calls of the view. With ``messages=True`` (auditors, the CLI):
+                    error_type, message (first 80 characters), calls, share: the top 10 pairs
 ``failure_rate``    time, calls, failures, failure_rate %
 ``by_node``         node, calls, success_rate %, mean_latency ms, p95_latency ms, mean_rtf x
 ``by_model``        model, model_version, calls, success_rate %, mean_latency ms, p50_latency ms,
@@ -43,6 +44,10 @@ beyond (``daily`` and ``hourly`` always use their own). Exact shapes:
 
 ``dashboard`` returns ``{"filters": filters.to_params(), "since": ISO, "until": ISO, "tz": name,
 "panels": {name: panel, ...}}``.
+
+No panel holds text from an event unless asked: error messages are where a user's words leak
+(an exception quoting its input), so ``errors`` counts types, and only ``messages=True`` adds the
+message prefixes (docs/access-log.md: who may see them, and how that read is logged).
 """
 
 from __future__ import annotations
@@ -89,6 +94,8 @@ _DEFS = (
 )
 
 PANELS: dict[str, Panel] = {name: Panel(name, title, fn) for name, title, fn in _DEFS}
+#: ``errors`` with each type's message prefixes: text, never among PANELS (so never served by name).
+ERROR_MESSAGES = Panel("errors", "Top errors", panels_latency.error_messages)
 
 
 class _connection:
@@ -115,9 +122,12 @@ def _finish(panel: dict) -> dict:
     return panel
 
 
-def dashboard(store: Any, filters: Filters, names: Iterable[str] | None = None) -> dict[str, Any]:
-    """Every panel (or ``names``) for ``filters``, over one connection and shared reads."""
+def dashboard(store: Any, filters: Filters, names: Iterable[str] | None = None, *,
+              messages: bool = False) -> dict[str, Any]:
+    """Every panel (or ``names``) for ``filters``, over one connection and shared reads;
+    ``messages``: the errors panel with message prefixes (:data:`ERROR_MESSAGES`)."""
     wanted = list(PANELS) if names is None else list(names)
+    chosen = {**PANELS, "errors": ERROR_MESSAGES} if messages else PANELS
     unknown = [n for n in wanted if n not in PANELS]
     if unknown:
         raise ValueError(f"unknown panel(s): {', '.join(unknown)} (known: {', '.join(PANELS)})")
@@ -130,7 +140,7 @@ def dashboard(store: Any, filters: Filters, names: Iterable[str] | None = None) 
         reader.prefetch(engine, _questions(filters, wanted))
     with _connection(store) as conn:
         reader.conn = conn
-        panels = {name: _finish(PANELS[name].compute(reader)) for name in wanted}
+        panels = {name: _finish(chosen[name].compute(reader)) for name in wanted}
     return {
         "filters": filters.to_params(),
         "since": filters.since.isoformat(),

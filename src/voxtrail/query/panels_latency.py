@@ -48,19 +48,30 @@ def latency_vs_length(reader: Reader) -> dict:
 
 
 def errors(reader: Reader) -> dict:
+    """Top error types: an aggregate, for every reader (no text of any event)."""
+    return _top_errors(reader, ["error_type"])
+
+
+def error_messages(reader: Reader) -> dict:
+    """Top error types with the first characters of their messages: text (an error message can
+    quote what a user asked), for auditors, who read it logged, and the command line."""
+    return _top_errors(reader, ["error_type", "message_prefix"])
+
+
+def _top_errors(reader: Reader, keys: list[str]) -> dict:
     frame = reader.errors()
     total = int(frame["calls"].sum()) if frame.height else 0
-    frame = frame.group_by("error_type", "message_prefix").agg(pl.col("calls").sum())
-    frame = frame.sort(["calls", "error_type", "message_prefix"], descending=[True, False, False]).head(TOP_ERRORS)
+    frame = frame.group_by(keys).agg(pl.col("calls").sum())
+    frame = frame.sort(["calls", *keys], descending=[True] + [False] * len(keys)).head(TOP_ERRORS)
+    none_if_empty = {"error_type": "error_type", "message_prefix": "message"}
     frame = frame.with_columns(
-        pl.when(pl.col("error_type") == "").then(None).otherwise(pl.col("error_type")).alias("error_type"),
-        pl.when(pl.col("message_prefix") == "").then(None).otherwise(pl.col("message_prefix")).alias("message"),
+        *(pl.when(pl.col(k) == "").then(None).otherwise(pl.col(k)).alias(none_if_empty[k]) for k in keys),
         (pl.col("calls") / total * 100).round(2).alias("share") if total else pl.lit(None).alias("share"),
     )
-    names = ["error_type", "message", "calls", "share"]
+    names = [none_if_empty[k] for k in keys] + ["calls", "share"]
     return {
         "columns": names,
-        "units": {"error_type": None, "message": None, "calls": "calls", "share": "%"},
+        "units": {**{name: None for name in names[:-2]}, "calls": "calls", "share": "%"},
         "rows": frame.select(names).rows(),
         "failures": total,
         "empty": total == 0,

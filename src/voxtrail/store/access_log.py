@@ -29,7 +29,7 @@ from voxtrail.store.engine import first_line
 from voxtrail.store.schema import access_log
 
 GENESIS = "0" * 64
-ACTIONS = ("view_event", "search", "list", "export")
+ACTIONS = ("view_event", "search", "list", "export", "error_messages")
 CHANNELS = ("web", "api", "cli")
 #: Columns an entry's hash covers, in this order (``id`` is not: the chain itself orders entries).
 HASHED = ("at", "actor", "role", "channel", "action", "target", "query", "row_count", "client")

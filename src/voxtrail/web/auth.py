@@ -124,7 +124,9 @@ def safe_next(target: str | None) -> str:
 
 
 def login_url(request: Request) -> str:
-    target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+    # The path as sent (raw_path), not decoded: an event id's %2F must stay one path segment.
+    path = request.scope.get("raw_path", b"").decode("latin-1") or request.url.path
+    target = path + (f"?{request.url.query}" if request.url.query else "")
     return "/login?next=" + quote(target, safe="")
 
 

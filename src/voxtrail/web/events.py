@@ -7,7 +7,8 @@ renders.
 
 Every read of individual events is written to the access log (:mod:`voxtrail.store.access_log`)
 before the answer is sent: a page or API list (``list``, or ``search`` with a text search), one
-event (``view_event``), an export (``export``, ``GET /api/v1/events/export``). When the log refuses
+event (``view_event``), an export (``export``, ``GET /api/v1/events/export``), the top errors
+with their messages (``error_messages``, ``GET /api/v1/stats/errors/messages``). When the log refuses
 the entry the request fails with 503 and shows nothing: a read that cannot be audited is not done.
 """
 
@@ -17,7 +18,7 @@ import json
 import logging
 from datetime import datetime, timezone
 from typing import Annotated, Any
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
@@ -26,10 +27,10 @@ from voxtrail.event import FIELDS
 from voxtrail.query import events as query_events
 from voxtrail.query import export as query_export
 from voxtrail.query import panels as query_panels
-from voxtrail.query.filters import Filters
+from voxtrail.query.filters import Filters, parse_limit, shown, single
 from voxtrail.store.access_log import AccessLogError, record_access
 from voxtrail.web.auth import CurrentUser, client_address, require_user
-from voxtrail.web.dashboard import FILTER_KEYS, filter_params
+from voxtrail.web.dashboard import FILTER_KEYS, filter_params, parse_filters
 from voxtrail.web.templating import templates
 
 router = APIRouter()
@@ -47,25 +48,26 @@ DEFAULT_RANGE = "7d"
 
 
 def _list_args(request: Request, *, exclude: tuple[str, ...] = LIST_PARAMS,
-               default_limit: int = query_events.DEFAULT_PAGE_SIZE) -> tuple[Filters, dict[str, Any]]:
+               default_limit: int = query_events.DEFAULT_PAGE_SIZE,
+               max_limit: int = query_events.MAX_PAGE_SIZE) -> tuple[Filters, dict[str, Any]]:
     # The page's form sends every field; an empty one means "not set".
     params = {k: v for k, v in filter_params(request, exclude=exclude).items() if v not in ("", [])}
     if not any(k in params for k in ("range", "since", "until")):
         params["range"] = DEFAULT_RANGE
+    query = request.query_params
     try:
         filters = Filters.from_params(params)
-        limit_text = request.query_params.get("limit") or str(default_limit)
-        if not limit_text.isdigit():
-            raise ValueError(f"limit must be a whole number, not {limit_text!r}")
-        search = query_events.validate_search(request.query_params.get("q"))
+        args = {
+            "search": query_events.validate_search(single(query, "q")),
+            "user": query_events.validate_user(single(query, "user")),
+            "cursor": single(query, "cursor") or None,
+            "limit": parse_limit(single(query, "limit"), default=default_limit, maximum=max_limit),
+        }
+        if args["cursor"] is not None:
+            query_events.decode_cursor(args["cursor"])
     except ValueError as exc:
         raise HTTPException(400, str(exc)) from exc
-    return filters, {
-        "search": search,
-        "user": (request.query_params.get("user") or "").strip() or None,
-        "cursor": request.query_params.get("cursor") or None,
-        "limit": int(limit_text),
-    }
+    return filters, args
 
 
 def _page(request: Request, user: CurrentUser) -> tuple[Filters, dict[str, Any], query_events.EventPage]:
@@ -105,6 +107,19 @@ def audit(request: Request, user: CurrentUser, action: str, *, target: str | Non
                             headers={"Retry-After": "5"}) from exc
 
 
+@router.get("/api/v1/stats/errors/messages")
+def error_messages(request: Request, user: Auditor) -> JSONResponse:
+    """The dashboard's top errors with the first 80 characters of each message: text from events,
+    so for auditors only, and logged (``error_messages``) before it is sent; the stats API itself
+    gives every reader the error types alone."""
+    filters = parse_filters(request)
+    result = query_panels.dashboard(request.app.state.store, filters, ["errors"], messages=True)
+    panel = result["panels"]["errors"]
+    shown_messages = sum(1 for row in panel["rows"] if row[panel["columns"].index("message")] is not None)
+    audit(request, user, "error_messages", query=asked(filters, {}), row_count=shown_messages)
+    return JSONResponse(result)
+
+
 @router.get("/api/v1/events")
 def events_json(request: Request, user: Auditor) -> JSONResponse:
     """Matching events, newest first: ``events``, ``next_cursor`` (pass as ``cursor``), ``total``."""
@@ -118,10 +133,14 @@ def events_json(request: Request, user: Auditor) -> JSONResponse:
 def events_export(request: Request, user: Auditor) -> StreamingResponse:
     """Every field of the matching events, newest first, as ``format=ndjson`` (default) or ``csv``,
     at most ``limit`` rows (default 10,000, at most 100,000); the list's filters apply."""
-    fmt = request.query_params.get("format") or "ndjson"
+    try:
+        fmt = single(request.query_params, "format") or "ndjson"
+    except ValueError as exc:
+        raise HTTPException(400, str(exc)) from exc
     if fmt not in query_export.FORMATS:
-        raise HTTPException(400, f"format must be one of {', '.join(query_export.FORMATS)}, not {fmt!r}")
-    filters, args = _list_args(request, exclude=EXPORT_PARAMS, default_limit=query_export.DEFAULT_LIMIT)
+        raise HTTPException(400, f"format must be one of {', '.join(query_export.FORMATS)}, not {shown(fmt)}")
+    filters, args = _list_args(request, exclude=EXPORT_PARAMS, default_limit=query_export.DEFAULT_LIMIT,
+                               max_limit=query_export.MAX_LIMIT)
     del args["cursor"]
     store = request.app.state.store
     try:
@@ -150,7 +169,10 @@ def event_json(request_id: str, request: Request, user: Auditor) -> JSONResponse
 
 
 def _event_or_404(request: Request, user: CurrentUser, request_id: str) -> dict[str, Any]:
-    event = query_events.get_event(request.app.state.store, request_id)
+    try:
+        event = query_events.get_event(request.app.state.store, request_id)
+    except ValueError as exc:  # an id no event can have: refused before anything is read or logged
+        raise HTTPException(400, str(exc)) from exc
     audit(request, user, "view_event", target=request_id, row_count=0 if event is None else 1)
     if event is None:
         raise HTTPException(404, f"no event with request_id {request_id!r}")
@@ -183,8 +205,39 @@ def events_page(request: Request, user: Auditor) -> HTMLResponse:
     })
 
 
+# --- links to one event ---------------------------------------------------------------------------
+
+def event_url(request_id: str) -> str:
+    """The URL of an event's page, for any id: one fully quoted path segment, so an id with
+    ``/``, ``../``, ``?``, ``#`` or ``%`` names that event and never another route. An id that is
+    exactly ``.`` or ``..`` cannot be a path segment at all (browsers resolve it, quoted or not),
+    so its page is named by a query parameter instead. Templates use it as the ``event_url`` filter."""
+    if request_id in (".", ".."):
+        return "/event?" + urlencode({"request_id": request_id})
+    return "/events/" + quote(request_id, safe="")
+
+
+templates.env.filters["event_url"] = event_url
+
+
 @router.get("/events/{request_id:path}", response_class=HTMLResponse, include_in_schema=False)
 def event_page(request_id: str, request: Request, user: Auditor) -> HTMLResponse:
+    return _event_page(request, user, request_id)
+
+
+@router.get("/event", response_class=HTMLResponse, include_in_schema=False)
+def event_page_by_query(request: Request, user: Auditor) -> HTMLResponse:
+    """The same page for any id as ``?request_id=``: how ids ``.`` and ``..`` are linked."""
+    try:
+        request_id = single(request.query_params, "request_id")
+    except ValueError as exc:
+        raise HTTPException(400, str(exc)) from exc
+    if not request_id:
+        raise HTTPException(400, "request_id: missing (/event?request_id=ID)")
+    return _event_page(request, user, request_id)
+
+
+def _event_page(request: Request, user: CurrentUser, request_id: str) -> HTMLResponse:
     event = _event_or_404(request, user, request_id)
     rows = [(f.name, f.doc, _field_value(f.name, event.get(f.name), f.kind, f.unit)) for f in FIELDS]
     rows.append(("ingested_at", "When voxtrail stored the event (UTC).",

@@ -2,9 +2,9 @@
 
 A custom collector asks :mod:`voxtrail.query.prometheus` when Prometheus scrapes, so the
 figures are those of every event in the database, whichever way it arrived (files, recorder,
-HTTP, Redis) and whichever voxtrail process wrote it; counters only grow because events are
-never deleted by voxtrail. Each scrape counts only the events written since the previous one
-(:class:`~voxtrail.query.prometheus.RunningTotals`); the first one after a start counts them all.
+HTTP, Redis) and whichever voxtrail process wrote it. They come from the rollups, which
+retention keeps, so counters never go backwards: not after a purge, not after a restart. Label
+values past ``--metrics-label-values`` are folded into ``__other__``, and gauges say how many.
 The app's own process metrics (CPU, memory, file descriptors, GC) come with them.
 
 Access (``voxtrail serve --metrics``): ``public``; ``token`` (default): an API token with scope
@@ -23,7 +23,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.exposition import choose_encoder
 from starlette.responses import Response
 
-from voxtrail.query.prometheus import LABELS, LATENCY_BUCKETS_SECONDS, RunningTotals, SeriesTotals
+from voxtrail.query.prometheus import LABELS, LATENCY_BUCKETS_SECONDS, RollupTotals, Snapshot
 from voxtrail.web.auth import NotAuthenticated, require_token, token_refused
 from voxtrail.web.sessions import current_session
 
@@ -34,24 +34,35 @@ _registry_lock = threading.Lock()
 class StoreCollector:
     """Reads the store when collected; reports ``voxtrail_database_up 0`` when it cannot."""
 
-    def __init__(self, engine: sa.Engine) -> None:
+    def __init__(self, engine: sa.Engine, max_label_values: int) -> None:
         self.engine = engine
-        self.running = RunningTotals()
+        self.totals = RollupTotals(max_label_values)
 
-    def _totals(self) -> list[SeriesTotals]:
+    def _snapshot(self) -> Snapshot:
         with self.engine.connect() as conn:
-            return self.running.refresh(conn)
+            return self.totals.refresh(conn)
 
     def collect(self):
         up = GaugeMetricFamily("voxtrail_database_up", "1 when the last scrape could read the database, else 0.")
         try:
-            totals = self._totals()
+            snapshot = self._snapshot()
         except sa.exc.SQLAlchemyError:
             up.add_metric([], 0)
             yield up
             return
         up.add_metric([], 1)
         yield up
+        folded = GaugeMetricFamily("voxtrail_metrics_folded_values",
+                                   "Values of a label past --metrics-label-values, counted under __other__.",
+                                   labels=["label"])
+        for name, count in snapshot.folded_values.items():
+            folded.add_metric([name], count)
+        yield folded
+        merged = GaugeMetricFamily("voxtrail_metrics_folded_series",
+                                   "Label sets summed into a series with an __other__ label.")
+        merged.add_metric([], snapshot.folded_series)
+        yield merged
+        totals = snapshot.series
         calls = CounterMetricFamily("voxtrail_tts_calls", "TTS generations recorded.", labels=LABELS)
         failures = CounterMetricFamily("voxtrail_tts_failures", "TTS generations that failed.", labels=LABELS)
         latency = HistogramMetricFamily("voxtrail_tts_latency_seconds", "Time a TTS generation took.",
@@ -67,12 +78,12 @@ class StoreCollector:
         yield latency
 
 
-def build_registry(engine: sa.Engine) -> CollectorRegistry:
+def build_registry(engine: sa.Engine, max_label_values: int) -> CollectorRegistry:
     registry = CollectorRegistry(auto_describe=False)
     ProcessCollector(registry=registry)
     PlatformCollector(registry=registry)
     GCCollector(registry=registry)
-    registry.register(StoreCollector(engine))
+    registry.register(StoreCollector(engine, max_label_values))
     return registry
 
 
@@ -95,7 +106,7 @@ def app_registry(request: Request) -> CollectorRegistry:
     state = request.app.state
     with _registry_lock:
         if getattr(state, "metrics_registry", None) is None:
-            state.metrics_registry = build_registry(state.store.engine)
+            state.metrics_registry = build_registry(state.store.engine, state.settings.metrics_label_values)
         return state.metrics_registry
 
 

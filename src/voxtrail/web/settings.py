@@ -7,6 +7,7 @@ from datetime import timedelta
 from typing import Any, Literal
 
 from voxtrail.web.middleware import Network
+from voxtrail.query.prometheus import DEFAULT_MAX_LABEL_VALUES
 
 MetricsAccess = Literal["public", "token", "session"]
 METRICS_ACCESS = ("public", "token", "session")
@@ -20,6 +21,8 @@ class WebSettings:
     port: int = 8000
     #: Who may read /metrics: anyone, a bearer token with scope read (or a session), a session only.
     metrics_access: MetricsAccess = "token"
+    #: Values of each /metrics label with their own series; the rest are summed as __other__.
+    metrics_label_values: int = DEFAULT_MAX_LABEL_VALUES
     #: Largest request body accepted by POST /api/v1/events, in bytes (413 beyond).
     max_body: int = DEFAULT_MAX_BODY
     #: Mark cookies Secure: set when serving TLS, or behind a proxy that terminates TLS.
@@ -48,3 +51,5 @@ class WebSettings:
             raise ValueError("the body size limit must be positive")
         if not (self.header_timeout > 0 and self.body_timeout > 0):
             raise ValueError("the header and body timeouts must be positive")
+        if self.metrics_label_values < 1:
+            raise ValueError("metrics label values must be at least 1")

@@ -58,7 +58,16 @@ function successRange(values) {
   return [Math.max(0, Math.min(90, Math.floor(low / 10) * 10)), 100.5];
 }
 
-const label = (v, none = "(none)") => (v === null || v === undefined || v === "" ? none : String(v));
+// Plotly draws a subset of HTML in every text it renders (tick labels, legends, hover text,
+// annotations): "<a href=...>" becomes a link, "<b>" bold. Node, model, emotion and error
+// values are whatever a client sent, so every string taken from the data passes through plotText
+// on its way to Plotly, which turns the entities back into the characters (shown, never parsed).
+export function plotText(value) {
+  return String(value).replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;");
+}
+
+const text = (v, none = "(none)") => (v === null || v === undefined || v === "" ? none : String(v));
+const label = (v, none) => plotText(text(v, none));
 const pctAxis = (extra = {}) => ({ ticksuffix: " %", hoverformat: ".1f", zeroline: false, automargin: true, ...extra });
 
 // --- panels over time ---------------------------------------------------------------------------
@@ -150,7 +159,7 @@ function failureRate(panel) {
 
 function heatmap(panel) {
   const c = cols(panel);
-  const days = panel.weekdays || ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"];
+  const days = (panel.weekdays || ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"]).map(plotText);
   const z = days.map(() => new Array(24).fill(0));
   c.weekday.forEach((d, i) => { z[d][c.hour[i]] = c.calls[i]; });
   const hours = [...Array(24).keys()].map((h) => `${String(h).padStart(2, "0")}:00`);
@@ -200,7 +209,7 @@ function byEmotion(panel) {
 
 function byTextLength(panel) {
   const c = cols(panel);
-  const chart = callsAndLatency(c.length_bucket.map((b) => `${b} chars`), c);
+  const chart = callsAndLatency(c.length_bucket.map((b) => plotText(`${b} chars`)), c);
   if (c.mean_latency_success) {
     const ms = msScale(c.mean_latency, c.mean_latency_success);
     chart.data[1].y = scaled(c.mean_latency, ms);
@@ -220,7 +229,7 @@ function byNode(panel) {
 
 function byModel(panel) {
   const c = cols(panel);
-  const names = c.model.map((m, i) => `${label(m, "?")} ${label(c.model_version[i], "")}`.trim());
+  const names = c.model.map((m, i) => plotText(`${text(m, "?")} ${text(c.model_version[i], "")}`.trim()));
   return callsAndLatency(names, c, [["p50_latency", "p50 latency", COLORS.p50], ["p95_latency", "p95 latency", COLORS.p99]]);
 }
 
@@ -245,16 +254,15 @@ function latencyVsLength(panel) {
   };
 }
 
+// Error types (the stats API gives every reader types and counts, never messages).
 function errors(panel) {
   const c = cols(panel);
-  const labels = c.error_type.map((t, i) => {
-    const text = `${label(t, "error")}: ${label(c.message[i], "")}`;
-    return text.length > 48 ? `${text.slice(0, 47)}…` : text;
-  });
-  const full = c.error_type.map((t, i) => `${label(t, "error")}: ${label(c.message[i], "")}`);
+  const full = c.error_type.map((t) => text(t, "error"));
+  // Cut before escaping, so no entity is cut in half.
+  const labels = full.map((f) => plotText(f.length > 48 ? `${f.slice(0, 47)}…` : f));
   return {
     data: [{ type: "bar", orientation: "h", x: c.calls, y: labels, marker: { color: COLORS.failed },
-      customdata: full.map((f, i) => [f, c.share[i]]),
+      customdata: full.map((f, i) => [plotText(f), c.share[i]]),
       hovertemplate: "%{customdata[0]}<br>%{x:,} calls, %{customdata[1]:.1f} % of failures<extra></extra>" }],
     layout: baseLayout({ hovermode: "closest", showlegend: false,
       xaxis: { title: { text: `calls (${fmt.count(panel.failures)} failures in all)` }, gridcolor: "#eef0f3", rangemode: "tozero" },

@@ -4,6 +4,7 @@
 
 import { FILTER_KEYS, apiParams, pageQuery, readState, readableQuery } from "./dashboard-state.js";
 import { drawDashboard } from "./dashboard-charts.js";
+import { drawTable } from "./dashboard-figures.js";
 
 const root = document.getElementById("dashboard");
 const defaults = { range: root.dataset.defaultRange, refresh: Number(root.dataset.defaultRefresh) };
@@ -12,11 +13,24 @@ const BROWSER_TZ = Intl.DateTimeFormat().resolvedOptions().timeZone || "UTC";
 const RANGE_TEXT = { "1h": "Last hour", "24h": "Last 24 hours", "7d": "Last 7 days", "30d": "Last 30 days" };
 
 let state = readState(location.search, defaults);
-let statsRequest = null; // AbortController of the stats fetch in flight
+let statsRequest = null; // AbortController of the stats fetch in flight (never more than one)
 let optionsRequest = null;
+let optionsFailed = false; // the menus could not be filled: try again after the next good load
 let refreshTimer = null;
 let lastLoaded = 0; // Date.now() of the last successful load
 let filterChangeTimer = null;
+
+// After a failed load the page waits before asking again, longer after each failure, so a
+// server in trouble (or one that refuses the view) is not asked in a loop: 5 s doubling up to
+// 5 min, each wait shortened at random by up to half (pages opened together spread out), never
+// shorter than the server's Retry-After. A 4xx means the view itself is wrong: no retry until
+// the view changes or Refresh is pressed.
+const RETRY_FIRST_MS = 5000;
+const RETRY_MAX_MS = 300000;
+const RETRY_AFTER_MAX_MS = 3600000;
+let failures = 0; // failed loads in a row (outage kind: network, 5xx, 408, 429)
+let retryAt = 0; // Date.now() when the next attempt is due, while failures > 0
+let refused = false; // the last answer was a 4xx: wait for the user
 
 // --- time values: the URL holds ISO-8601 UTC; the inputs show the browser's local time ---------
 
@@ -112,17 +126,33 @@ function readMenus() {
 
 // --- loading -------------------------------------------------------------------------------------
 
+class HttpError extends Error {
+  constructor(message, status, retryAfterMs) {
+    super(message);
+    this.status = status;
+    this.retryAfterMs = retryAfterMs;
+  }
+}
+
+// Retry-After: seconds, or an HTTP date; 0 when absent or unreadable.
+function retryAfterMs(header) {
+  if (!header) return 0;
+  const ms = /^\d+$/.test(header.trim()) ? Number(header) * 1000 : Date.parse(header) - Date.now();
+  return Number.isFinite(ms) ? Math.min(RETRY_AFTER_MAX_MS, Math.max(0, ms)) : 0;
+}
+
 async function fetchJson(url, controller) {
   const response = await fetch(url, { signal: controller.signal, headers: { Accept: "application/json" } });
   if (response.status === 401) {
     // The session ended: the login page brings the user back to this very view.
     location.assign(`/login?next=${encodeURIComponent(location.pathname + location.search)}`);
-    throw new Error("session ended");
+    throw new HttpError("session ended", 401, 0);
   }
   const body = await response.json().catch(() => ({}));
   if (!response.ok) {
     const message = body.detail || body.error || `${response.status} ${response.statusText}`;
-    throw new Error(typeof message === "string" ? message : JSON.stringify(message));
+    throw new HttpError(typeof message === "string" ? message : JSON.stringify(message), response.status,
+      retryAfterMs(response.headers.get("Retry-After")));
   }
   return body;
 }
@@ -134,20 +164,38 @@ function showError(message) {
 
 async function loadOptions() {
   optionsRequest?.abort();
-  optionsRequest = new AbortController();
+  const controller = (optionsRequest = new AbortController());
   try {
-    fillMenus(await fetchJson(`${root.dataset.optionsUrl}?${statsParams(true)}`, optionsRequest));
+    fillMenus(await fetchJson(`${root.dataset.optionsUrl}?${statsParams(true)}`, controller));
+    optionsFailed = false;
   } catch (error) {
-    if (error.name !== "AbortError") console.warn("filter options:", error.message);
+    if (error.name === "AbortError") return;
+    optionsFailed = true;
+    console.warn("filter options:", error.message);
   }
 }
 
-async function loadStats() {
+// A 4xx other than 408 and 429 says the request is wrong; asking again would get the same answer.
+const isRefusal = (error) => error instanceof HttpError && error.status >= 400 && error.status < 500
+  && error.status !== 408 && error.status !== 429;
+
+function backoffMs(failed, serverWaitMs) {
+  const ceiling = Math.min(RETRY_MAX_MS, RETRY_FIRST_MS * 2 ** (failed - 1));
+  return Math.max(serverWaitMs || 0, ceiling / 2 + Math.random() * (ceiling / 2));
+}
+
+// ``replace``: the user changed the view, so the answer on its way is for the old one: drop it.
+// Otherwise (a timer, the Refresh button) the request in flight is the answer: send no second one.
+async function loadStats({ replace = false } = {}) {
+  if (statsRequest && !replace) return;
   statsRequest?.abort();
   const controller = (statsRequest = new AbortController());
   root.setAttribute("aria-busy", "true");
+  root.dataset.requests = String(Number(root.dataset.requests || 0) + 1); // tests count these
   try {
     const data = await fetchJson(`${root.dataset.statsUrl}?${statsParams()}`, controller);
+    failures = 0;
+    refused = false;
     showError("");
     const drawn = drawDashboard(root, data);
     root.classList.toggle("vx-is-empty", !drawn);
@@ -156,14 +204,59 @@ async function loadStats() {
     lastLoaded = Date.now();
     $("vx-updated").textContent = `· updated ${new Date(lastLoaded).toLocaleTimeString()}`;
     root.dataset.loaded = String(Number(root.dataset.loaded || 0) + 1); // tests wait on this
+    if (optionsFailed) loadOptions();
   } catch (error) {
     if (error.name === "AbortError") return;
-    showError(error.message);
+    if (isRefusal(error)) {
+      refused = true;
+      showError(error.message);
+    } else {
+      failures += 1;
+      const wait = backoffMs(failures, error.retryAfterMs);
+      retryAt = Date.now() + wait;
+      showError(`${error.message} (trying again in ${Math.round(wait / 1000)} s)`);
+    }
     root.dataset.failed = String(Number(root.dataset.failed || 0) + 1);
   } finally {
-    if (statsRequest === controller) root.removeAttribute("aria-busy");
+    if (statsRequest === controller) {
+      statsRequest = null;
+      root.removeAttribute("aria-busy");
+    }
   }
 }
+
+// --- top errors with their messages: auditors only, on request, recorded in the access log ------
+
+const messagesButton = $("vx-error-messages");
+
+async function showErrorMessages() {
+  const target = $("vx-error-messages-table");
+  messagesButton.disabled = true;
+  try {
+    const data = await fetchJson(`${root.dataset.errorMessagesUrl}?${statsParams()}`, new AbortController());
+    const panel = data.panels.errors;
+    if (panel.empty) {
+      target.textContent = "No failures in this range";
+    } else {
+      drawTable(target, panel);
+    }
+    target.dataset.state = "drawn";
+  } catch (error) {
+    target.textContent = `Cannot show the messages: ${error.message}`;
+  } finally {
+    messagesButton.disabled = false;
+  }
+}
+
+function hideErrorMessages() {
+  const target = $("vx-error-messages-table");
+  if (target) {
+    target.replaceChildren();
+    delete target.dataset.state;
+  }
+}
+
+messagesButton?.addEventListener("click", showErrorMessages);
 
 function showRange(data) {
   const { since, until } = data;
@@ -176,15 +269,30 @@ function showRange(data) {
 
 // --- auto-refresh: only while the tab is visible -----------------------------------------------
 
+// The next load: a retry after a failure (whatever the refresh setting), the next refresh after
+// a good load, nothing after a refusal (the user has to change the view).
 function schedule() {
   clearTimeout(refreshTimer);
   refreshTimer = null;
-  if (state.refresh <= 0 || document.hidden) return;
-  const due = Math.max(0, lastLoaded + state.refresh * 1000 - Date.now());
+  // While a load is on its way, its end schedules the next one.
+  if (statsRequest || document.hidden || refused) return;
+  let due;
+  if (failures > 0) due = retryAt - Date.now();
+  else if (state.refresh > 0) due = lastLoaded + state.refresh * 1000 - Date.now();
+  else return;
   refreshTimer = setTimeout(async () => {
+    refreshTimer = null;
     await loadStats();
     schedule();
-  }, due);
+  }, Math.max(0, due));
+}
+
+// A new view starts afresh: a refusal or failures of the old one say nothing about it.
+function loadView() {
+  failures = 0;
+  refused = false;
+  hideErrorMessages();
+  loadStats({ replace: true }).then(schedule);
 }
 
 document.addEventListener("visibilitychange", schedule);
@@ -198,14 +306,14 @@ function navigate(next, { reloadOptions = false } = {}) {
   history.pushState(null, "", query ? `?${query}` : location.pathname);
   syncControls();
   if (rangeChanged || reloadOptions) loadOptions();
-  loadStats().then(schedule);
+  loadView();
 }
 
 window.addEventListener("popstate", () => {
   state = readState(location.search, defaults);
   syncControls();
   loadOptions();
-  loadStats().then(schedule);
+  loadView();
 });
 
 $("vx-range").addEventListener("change", (event) => {
@@ -237,7 +345,10 @@ $("vx-refresh").addEventListener("change", (event) => {
   schedule();
 });
 
-$("vx-refresh-now").addEventListener("click", () => loadStats().then(schedule));
+$("vx-refresh-now").addEventListener("click", () => {
+  refused = false; // asked for: try this view once more
+  loadStats().then(schedule);
+});
 
 $("vx-filter-menus").addEventListener("change", (event) => {
   if (event.target.type !== "checkbox") return;
@@ -261,4 +372,4 @@ $("vx-controls").addEventListener("submit", (event) => event.preventDefault());
 
 syncControls();
 loadOptions();
-loadStats().then(schedule);
+loadView();
