@@ -3,7 +3,7 @@
 ``fragile``: one line a record (``ok <seconds>``; ``# ...`` and blank lines are noise); its
 parse raises on any chunk that holds a line ``BOOM``, the way an unforeseen input crashes a real
 parser. ``fragile-blocks``: the ``indextts`` format with the same bug, for records that span
-lines. Run as a script (``python fragile_format.py import ...``), it is the voxtrail command
+lines. ``wrong-output``: a bug past the parser (a batch the store refuses). Run as a script (``python fragile_format.py import ...``), it is the voxtrail command
 with these formats registered.
 """
 
@@ -61,6 +61,22 @@ class FragileBlocks:
         return 0.0
 
 
+class WrongOutput(Fragile):
+    """Parses without raising, but a line ``WRONG`` gives a batch the store refuses (a field that
+    does not exist): a bug past the parser, which the parser guard cannot see."""
+
+    name = "wrong-output"
+
+    def parse(self, chunk: Chunk, ctx: ParseContext) -> ParseResult:
+        result = super().parse(chunk, ctx)
+        if (chunk.lines() == "WRONG").any():
+            result.batch.frame = result.batch.frame.with_columns(pl.lit(1).alias("bogus"))
+        return result
+
+    def sniff(self, head: list[str]) -> float:
+        return 0.0
+
+
 def ok_lines(seconds: range) -> list[str]:
     return [f"ok {s}\n" for s in seconds]
 
@@ -72,13 +88,14 @@ def expected_ts(line: str) -> datetime:
 @contextmanager
 def registered() -> Iterator[None]:
     """The two formats in the registry (``--format``'s and detection's) for the block's duration."""
-    register(Fragile())
-    register(FragileBlocks())
+    formats = [Fragile(), FragileBlocks(), WrongOutput()]
+    for fmt in formats:
+        register(fmt)
     try:
         yield
     finally:
-        FORMATS.pop(Fragile.name)
-        FORMATS.pop(FragileBlocks.name)
+        for fmt in formats:
+            FORMATS.pop(fmt.name)
 
 
 if __name__ == "__main__":

@@ -170,6 +170,22 @@ def test_import_quarantines_the_lines_a_format_raises_on(db_url, tmp_path, caplo
         store.close()
 
 
+def test_a_file_the_store_refuses_is_reported_and_the_other_files_import(sqlite_url, tmp_path):
+    wrong, good = tmp_path / "wrong.log", tmp_path / "good.log"
+    wrong.write_text("".join([*ok_lines(range(5)), "WRONG\n"]))
+    good.write_text("".join(ok_lines(range(100, 110))))
+    store = Store.open(sqlite_url)
+    try:
+        summary = Importer(store, fmt="wrong-output", tz="UTC").run([str(wrong), str(good)])
+        assert [(f.status, f.imported) for f in summary.files] == [("error", 0), ("ok", 10)]
+        assert summary.files[0].message == (
+            f"importing {wrong} stopped at byte 0 on an unexpected error (ValueError: unknown event field(s): "
+            "bogus); what came before is stored")
+        assert count(store) == 10
+    finally:
+        store.close()
+
+
 def fragile_voxtrail(*args: str, **kw) -> subprocess.Popen:
     env = {k: v for k, v in os.environ.items() if not k.startswith("VOXTRAIL_")}
     return subprocess.Popen([sys.executable, str(HERE / "fragile_format.py"), *args], stdout=subprocess.PIPE,

@@ -24,8 +24,8 @@ from voxtrail import transforms
 from voxtrail.event import EventBatch, Reject
 from voxtrail.sources.files import identity, reader
 from voxtrail.sources.files.salvage import ParserFault, parse_chunk
-from voxtrail.sources.formats import ParseContext, detect
-from voxtrail.store import Checkpoint, Store
+from voxtrail.sources.formats import ParseContext, detect, error_summary
+from voxtrail.store import Checkpoint, Store, StoreError
 
 log = logging.getLogger(__name__)
 
@@ -168,6 +168,13 @@ class Importer:
             _failed(result, f"{path} is a damaged or incomplete gzip file: {exc}")
         except OSError as exc:  # removed or made unreadable while being read: the others go on
             _failed(result, f"cannot read {path}: {exc.strerror or exc}")
+        except StoreError:
+            raise  # an outage: tail waits it out, import stops with one line
+        except Exception as exc:  # noqa: BLE001 - a bug met on this file's data: say so, go on with the others
+            log.debug("importing %s failed", path, exc_info=True)
+            stopped = self.known.get(checkpoint.stream_id, checkpoint).offset
+            _failed(result, f"importing {path} stopped at byte {stopped} on an unexpected error ({error_summary(exc)}); "
+                            "what came before is stored")
         finally:
             if faults:
                 log.warning("voxtrail: the %s parser failed on %d line(s) of %s, first at byte %d (%s); "
