@@ -406,3 +406,11 @@ def test_configured_patterns_that_need_backtracking_are_refused(pattern, needle)
 def test_a_replacement_naming_an_unknown_group_is_a_config_error():
     with pytest.raises(ConfigError, match=r"'named': invalid replacement '\\\\g<nope>': unknown group name 'nope'"):
         Masker.from_settings(settings(rules=[{"name": "named", "pattern": "(?P<x>a)", "replacement": r"\g<nope>"}]))
+
+
+def test_configured_patterns_mask_around_lone_surrogates_and_empty_matches():
+    """Text from json.loads('"\\ud800"') reaches record(); it cannot be UTF-8 for RE2, and must not raise."""
+    m = Masker.from_settings(settings(rules=[{"name": "order", "pattern": r"ORD-\d+", "keep_start": 4}]))
+    assert m.mask_text("ORD-12\ud800ORD-345 中") == "ORD-**\ud800ORD-*** 中"
+    empty = Masker.from_settings(settings(rules=[{"name": "gap", "pattern": "x*", "replacement": "-"}]))
+    assert empty.mask_text("axé中") == re.sub("x*", "-", "axé中")

@@ -23,8 +23,22 @@ _OPTIONS = re2.Options()
 _OPTIONS.log_errors = False  # RE2 would print each refused pattern on stderr, besides raising
 
 _ESCAPES = {"a": "\a", "b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t", "v": "\v", "\\": "\\"}
+_SURROGATES = re.compile("([\ud800-\udfff])")
 _OCTAL = "01234567"
 _DIGITS = "0123456789"
+
+
+class _TextMatch:
+    """A match on the UTF-8 bytes, with the groups as text (what masks and templates read)."""
+
+    __slots__ = ("_match",)
+
+    def __init__(self, match):
+        self._match = match
+
+    def group(self, index: int | str = 0) -> str | None:
+        value = self._match.group(index)
+        return None if value is None else value.decode()
 
 
 class PatternError(ValueError):
@@ -44,16 +58,33 @@ class LinearPattern:
         self.groupindex: dict[str, int] = dict(self._regex.groupindex)
 
     def sub(self, repl: Callable[[object], str], text: str) -> str:
-        """``text`` with each match replaced by ``repl(match)``; ``text`` itself if none matched."""
-        pieces, end = [], 0
-        for m in self._regex.finditer(text):
-            pieces.append(text[end:m.start()])
-            pieces.append(repl(m))
-            end = m.end()
-        if not pieces:
+        """``text`` with each match replaced by ``repl(match)``, as ``re.sub`` does (an empty match
+        next to the previous match counts); ``text`` itself if nothing matched.
+
+        RE2 runs on the UTF-8 bytes: the binding maps every match's offsets back to characters
+        otherwise, which costs more than the search. Matches end on character boundaries."""
+        try:
+            data = text.encode()
+        except UnicodeEncodeError:  # lone surrogates: no match spans one, mask the text between them
+            parts = _SURROGATES.split(text)
+            return "".join(part if i % 2 else self.sub(repl, part) for i, part in enumerate(parts))
+        m = self._regex.search(data)
+        if m is None:
             return text
-        pieces.append(text[end:])
-        return "".join(pieces)
+        pieces, copied, size = [], 0, len(data)
+        while m is not None:
+            start, end = m.span()
+            pieces += (data[copied:start], repl(_TextMatch(m)).encode("utf-8", "surrogatepass"))
+            copied = end
+            if end == start:  # an empty match: the next search starts after one more character
+                if end == size:
+                    break
+                end += 1
+                while end < size and 0x80 <= data[end] < 0xC0:
+                    end += 1
+            m = self._regex.search(data, end)
+        pieces.append(data[copied:])
+        return b"".join(pieces).decode("utf-8", "surrogatepass")
 
     def template(self, replacement: str) -> Callable[[object], str]:
         """A function of a match expanding ``replacement`` as ``re.sub`` would; PatternError for an
