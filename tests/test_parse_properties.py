@@ -99,6 +99,17 @@ def assert_same(one: list[ParseResult], many: list[ParseResult]) -> None:
     assert sorted(a[1]) == sorted(b[1]) and a[2] == b[2]
 
 
+def parse_whole(fmt, lines: list[bytes], crlf: list[bool]):
+    """The log of these lines parsed in one final chunk: (data, line starts, results, frame,
+    rejects, skipped, event offsets)."""
+    data = join(lines, crlf)
+    one, end = drive(fmt, data, [])
+    assert end == len(data)
+    frame, rejects, skipped = combined(one)
+    offsets = frame["source_offset"].to_list() if frame.height else []
+    return data, line_starts(data), one, frame, rejects, skipped, offsets
+
+
 # -- text --------------------------------------------------------------------------------------
 
 EMOTION_CHARS = st.characters(blacklist_categories=("Cs", "Cc", "Zs", "Zl", "Zp"), blacklist_characters=",\ufffd\ufeff")
@@ -169,12 +180,7 @@ TEXT_LINE = st.one_of(text_record(), hostile_line(), mutated(text_record()),
        cuts=st.lists(st.integers(0, 30), max_size=5))
 def test_text_every_line_accounted_for_in_any_chunking(items, crlf, cuts):
     lines = [x.line if isinstance(x, TextRecord) else x for x in items]
-    data = join(lines, crlf)
-    starts = line_starts(data)
-    one, end = drive(TEXT, data, [])
-    assert end == len(data)
-    frame, rejects, skipped = combined(one)
-    offsets = frame["source_offset"].to_list() if frame.height else []
+    data, starts, one, frame, rejects, skipped, offsets = parse_whole(TEXT, lines, crlf)
     assert sorted(offsets + [r[0] for r in rejects]) == sorted(set(offsets + [r[0] for r in rejects]))
     assert set(offsets) | {r[0] for r in rejects} <= set(starts)
     assert len(offsets) + len(rejects) + skipped == len(lines)
@@ -229,12 +235,7 @@ def indextts_segment(draw) -> list[bytes]:
        cuts=st.lists(st.integers(0, 80), max_size=5))
 def test_indextts_every_block_an_event_or_a_reject_in_any_chunking(segments, crlf, cuts):
     lines = [line for segment in segments for line in segment]
-    data = join(lines, crlf)
-    starts = line_starts(data)
-    one, end = drive(IDX, data, [])
-    assert end == len(data)
-    frame, rejects, skipped = combined(one)
-    offsets = frame["source_offset"].to_list() if frame.height else []
+    data, starts, one, frame, rejects, skipped, offsets = parse_whole(IDX, lines, crlf)
     openers = [s for s, line in zip(starts, lines)
                if START.match(line.decode("utf-8", "replace").rstrip("\r").lstrip("\ufeff"))]
     # Every block opener ends as exactly one event or one reject, and nothing else does.
