@@ -96,3 +96,30 @@ def test_sample_file():
     assert (f["status"] == "failed").sum() == data.count(b"Traceback (most recent call last):")
     total = sum(float(x.split(b": ")[1].split()[0]) for x in data.splitlines() if b"Total inference time" in x)
     assert abs(f["latency_ms"].sum() - total * 1000) < 1e-6
+
+
+def test_bad_numbers_reject_their_block_and_the_rest_is_parsed():
+    """Numbers float() refuses, or turns into inf, reject the block; they used to stop the parse."""
+    stage = ok_block(1740787200).replace(b"gpt_gen_time: 2.51", b"gpt_gen_time: 1.2.3")
+    huge_rtf = ok_block(1740787201).replace(b"RTF: 0.3653", b"RTF: " + b"9" * 400)
+    inf_weight = ok_block(1740787202).replace(b"weight:0.65", b"weight:inf")
+    huge_vec = ok_block(1740787203, vec="[" + "1" * 400 + ", 0, 0, 0, 0, 0, 0, 0]")
+    long_mode = ok_block(1740787204, mode="1" * 5000)
+    bad = [stage, huge_rtf, inf_weight, huge_vec, long_mode]
+    data = b"".join(bad) + ok_block(1740787205)
+    r = IDX.parse(Chunk(0, data), ctx())
+    assert r.batch.frame["ts"].to_list() == [utc(1740787205)]
+    offsets = [sum(map(len, bad[:i])) for i in range(len(bad))]
+    assert [x.offset for x in r.batch.rejects] == offsets
+    assert [x.reason.split(" in '")[0] for x in r.batch.rejects] == [
+        "indextts: invalid number", "indextts: invalid number"] + ["indextts: invalid weight or vec"] * 3
+    assert r.consumed == len(data)
+
+
+def test_spaces_around_fields_are_stripped():
+    data = ok_block(1740787200).replace(b"Emo control mode:0,weight:0.65,vec:None",
+                                        b"  Emo control mode: 3 ,weight:  0.5  , vec:  None  ")
+    data = data.replace(b"spk_1740787200.wav", b"spk_1740787200.wav  \t")
+    f = IDX.parse(Chunk(0, data), ctx()).batch.frame
+    assert f["emo_alpha"].to_list() == [0.5] and f["emotion_control"].to_list() == ["text"]
+    assert f["output_audio_url"].to_list() == ["outputs/spk_1740787200.wav"]

@@ -101,3 +101,13 @@ def test_sample_file():
     r = TEXT.parse(Chunk(0, data, final=True), ctx())
     assert r.batch.frame.height == 300 and not r.batch.rejects
     assert (r.batch.frame["status"] == "failed").sum() == sum(b"Success=False" in x for x in data.splitlines())
+
+
+def test_digits_of_other_scripts_are_rejected_not_stored_as_nulls():
+    """``\\d`` matches every script's digits; polars' casts read only ASCII ones."""
+    good = "[2025-03-01 00:00:01] INFO - TextLen=75, Emotion=sad, Duration=7.9s, Success=True\n"
+    lines = [good.replace("TextLen=75", "TextLen=٧٥"), good.replace("Duration=7.9s", "Duration=７.9s"),
+             "  " + good.replace("TextLen=75", "TextLen = ٧٥"), good]
+    r = TEXT.parse(Chunk(0, "".join(lines).encode()), ctx())
+    assert r.batch.frame["text_length"].to_list() == [75]
+    assert len(r.batch.rejects) == 3 and all("no match" in x.reason for x in r.batch.rejects)

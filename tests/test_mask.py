@@ -379,3 +379,38 @@ def test_redis_entries_are_masked_on_both_paths():
                              (b"2-0", {FIELD: orjson.dumps({**event, "request_id": "x2"})})])
     assert fast.frame["text_input"].to_list() == ["请拨打138****5678"]
     assert slow.frame["text_input"].to_list() == ["请拨打138****5678"] and len(slow.rejects) == 1
+
+
+def test_configured_patterns_run_on_re2_with_python_replacements():
+    m = Masker.from_settings(settings(rules=[
+        {"name": "han", "pattern": r"姓名[:：]\p{Han}{2,3}", "replacement": r"姓名:[已隐藏]"},
+        {"name": "order", "pattern": r"(?P<kind>ORD|INV)-(\d+)", "replacement": r"\g<kind>-\2*"},
+    ]))
+    assert m.mask_text("姓名：张三丰，订单 ORD-123") == "姓名:[已隐藏]，订单 ORD-123*"
+    assert m.mask_text("没有匹配") == "没有匹配"
+
+
+@pytest.mark.parametrize("pattern,needle", [
+    (r"(?<=ID)\d+", "invalid perl operator: (?<="),
+    (r"(a)\1", "invalid escape sequence: \\1"),
+    (r"a++", "bad repetition operator: ++"),
+])
+def test_configured_patterns_that_need_backtracking_are_refused(pattern, needle):
+    with pytest.raises(ConfigError) as exc:
+        Masker.from_settings(settings(rules=[{"name": "bt", "pattern": pattern, "replacement": "*"}]))
+    message = str(exc.value)
+    assert message.startswith(f"[[mask.rules]] 'bt': invalid regular expression {pattern!r}: {needle}")
+    assert "RE2" in message and "docs/masking.md" in message
+
+
+def test_a_replacement_naming_an_unknown_group_is_a_config_error():
+    with pytest.raises(ConfigError, match=r"'named': invalid replacement '\\\\g<nope>': unknown group name 'nope'"):
+        Masker.from_settings(settings(rules=[{"name": "named", "pattern": "(?P<x>a)", "replacement": r"\g<nope>"}]))
+
+
+def test_configured_patterns_mask_around_lone_surrogates_and_empty_matches():
+    """Text from json.loads('"\\ud800"') reaches record(); it cannot be UTF-8 for RE2, and must not raise."""
+    m = Masker.from_settings(settings(rules=[{"name": "order", "pattern": r"ORD-\d+", "keep_start": 4}]))
+    assert m.mask_text("ORD-12\ud800ORD-345 中") == "ORD-**\ud800ORD-*** 中"
+    empty = Masker.from_settings(settings(rules=[{"name": "gap", "pattern": "x*", "replacement": "-"}]))
+    assert empty.mask_text("axé中") == re.sub("x*", "-", "axé中")

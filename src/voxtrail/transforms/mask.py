@@ -16,6 +16,12 @@ check of a bank card, and must be masked as an ID; and a grouped card number may
 that look like a mobile number written ``138 1234 5678``, which must not be masked as a phone
 (leaving the rest of the card in clear). Unverified patterns (mobile, e-mail, IPv4) follow.
 
+The text is untrusted, so every pattern runs in time linear in its length. The built-in ones use
+Python's ``re`` (they need lookbehind, which RE2 lacks) and are written for it: each match is
+bounded in length or made of one run that no neighbouring quantifier can also match, and a
+lookbehind keeps a rule from restarting inside a run (tests/test_linear_time.py times them on
+hostile texts). Configured rules run on RE2 (:mod:`.user_patterns`), linear for any pattern.
+
 ``docs/masking.md`` lists what is and is not masked, and the settings.
 """
 
@@ -33,6 +39,7 @@ import polars as pl
 
 from voxtrail.config import ConfigError, Settings
 from voxtrail.event import FIELDS_BY_NAME, EventBatch
+from voxtrail.transforms.user_patterns import LinearPattern, PatternError
 
 log = logging.getLogger("voxtrail.mask")
 
@@ -174,8 +181,8 @@ def _mask_ipv4(m: re.Match) -> str:
 @dataclass(frozen=True)
 class Rule:
     name: str
-    pattern: re.Pattern
-    mask: Callable[[re.Match], str] | str  # a function of the match, or a re.sub template
+    pattern: re.Pattern | LinearPattern  # built-ins: re (reviewed to be linear); configured: RE2
+    mask: Callable[[re.Match], str]  # the masked form of a match
     builtin: bool = True
     needs: str = ""  # a substring every match contains: texts without it skip the rule
     needs_digit_run: bool = False  # every match is a _digit_run: texts without one skip the rule
@@ -341,10 +348,10 @@ def _custom_rule(index: int, spec) -> Rule:
                           f"(and list {name!r} in [mask] disable to replace the built-in)")
     pattern = spec.get("pattern")
     if not isinstance(pattern, str) or not pattern:
-        raise ConfigError(f"[[mask.rules]] {name!r} needs a pattern (a Python regular expression)")
+        raise ConfigError(f"[[mask.rules]] {name!r} needs a pattern (a regular expression)")
     try:
-        compiled = re.compile(pattern)
-    except re.error as exc:
+        compiled = LinearPattern(pattern)
+    except PatternError as exc:
         raise ConfigError(f"[[mask.rules]] {name!r}: invalid regular expression {pattern!r}: {exc}") from None
     keeps = {k: spec[k] for k in ("keep_start", "keep_end") if k in spec}
     if "replacement" in spec:
@@ -354,10 +361,10 @@ def _custom_rule(index: int, spec) -> Rule:
         if not isinstance(replacement, str):
             raise ConfigError(f"[[mask.rules]] {name!r}: replacement must be a string")
         try:
-            compiled.sub(replacement, "")  # a bad group reference fails here, not on the first match
-        except re.error as exc:
+            expand = compiled.template(replacement)  # a bad group reference fails here, not on the first match
+        except PatternError as exc:
             raise ConfigError(f"[[mask.rules]] {name!r}: invalid replacement {replacement!r}: {exc}") from None
-        return Rule(name, compiled, replacement, builtin=False)
+        return Rule(name, compiled, expand, builtin=False)
     for key, value in keeps.items():
         if not isinstance(value, int) or isinstance(value, bool) or value < 0:
             raise ConfigError(f"[[mask.rules]] {name!r}: {key} must be a whole number >= 0")

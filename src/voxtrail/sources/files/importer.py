@@ -4,12 +4,15 @@ Per file: recognise its stream (:mod:`.identity`), read from the stream's checkp
 transform, and write each batch *with the checkpoint that covers it* in one transaction. A
 crash at any point therefore leaves the store at a batch boundary, and the next run starts
 exactly there. Parsing runs in a producer thread while the writer commits the previous batch:
-polars and the database drivers release the GIL, so both cores work.
+polars and the database drivers release the GIL, so both cores work. A format that raises on a
+chunk (a bug) costs only the lines it raised on (:mod:`.salvage`): they are quarantined like any
+bad line, logged once per file, and the import goes on.
 """
 
 from __future__ import annotations
 
 import glob
+import logging
 import os
 import queue
 import threading
@@ -20,8 +23,11 @@ from typing import Callable, Iterable, Iterator
 from voxtrail import transforms
 from voxtrail.event import EventBatch, Reject
 from voxtrail.sources.files import identity, reader
-from voxtrail.sources.formats import ParseContext, detect
-from voxtrail.store import Checkpoint, Store
+from voxtrail.sources.files.salvage import ParserFault, parse_chunk
+from voxtrail.sources.formats import ParseContext, detect, error_summary
+from voxtrail.store import Checkpoint, Store, StoreError
+
+log = logging.getLogger(__name__)
 
 DETECT_BYTES = 64 << 10
 QUEUE_DEPTH = 1
@@ -155,12 +161,25 @@ class Importer:
             return _failed(result, f"cannot tell the format of {path}: pass --format text|jsonl|audit|indextts")
         checkpoint.format = fmt_name
         result.stream_id, result.format = checkpoint.stream_id, fmt_name
+        faults: list[ParserFault] = []
         try:
-            self._pump(path, checkpoint, fmt_name, result)
+            self._pump(path, checkpoint, fmt_name, result, faults)
         except reader.TruncatedCompressedFile as exc:
             _failed(result, f"{path} is a damaged or incomplete gzip file: {exc}")
         except OSError as exc:  # removed or made unreadable while being read: the others go on
             _failed(result, f"cannot read {path}: {exc.strerror or exc}")
+        except StoreError:
+            raise  # an outage: tail waits it out, import stops with one line
+        except Exception as exc:  # noqa: BLE001 - a bug met on this file's data: say so, go on with the others
+            log.debug("importing %s failed", path, exc_info=True)
+            stopped = self.known.get(checkpoint.stream_id, checkpoint).offset
+            _failed(result, f"importing {path} stopped at byte {stopped} on an unexpected error ({error_summary(exc)}); "
+                            "what came before is stored")
+        finally:
+            if faults:
+                log.warning("voxtrail: the %s parser failed on %d line(s) of %s, first at byte %d (%s); "
+                            "quarantined in tts_rejects, the rest imported", fmt_name, len(faults), path,
+                            faults[0].offset, faults[0].reason)
         return result
 
     def _format_for(self, checkpoint: Checkpoint, head: bytes, is_new: bool) -> str | None:
@@ -170,7 +189,8 @@ class Importer:
             return checkpoint.format
         return detect.detect_format(head)
 
-    def _pump(self, path: str, checkpoint: Checkpoint, fmt_name: str, result: FileResult) -> None:
+    def _pump(self, path: str, checkpoint: Checkpoint, fmt_name: str, result: FileResult,
+              faults: list[ParserFault]) -> None:
         """Producer thread parses; this thread writes batch + checkpoint transactions."""
         handoff: queue.Queue = queue.Queue(maxsize=QUEUE_DEPTH)
         stop = threading.Event()
@@ -188,9 +208,10 @@ class Importer:
                     break
                 if isinstance(item, BaseException):
                     raise item
-                batch, new_checkpoint, skipped, advanced = item
+                batch, new_checkpoint, skipped, advanced, batch_faults = item
                 written = self.store.write(batch, new_checkpoint, stream_id=new_checkpoint.stream_id, source_file=path)
                 self.known[new_checkpoint.stream_id] = new_checkpoint
+                faults += batch_faults  # stored: now they are in tts_rejects
                 result.imported += written.inserted
                 result.duplicates += written.duplicates
                 result.rejected += written.rejected
@@ -214,7 +235,7 @@ class Importer:
                 if chunk.start > position:  # a huge line was skipped just before this chunk
                     tail = chunks.skipped_edge
                 ctx = ParseContext(checkpoint.stream_id, path, self.tz, state=state, final=chunk.final)
-                parsed = fmt.parse(chunk, ctx)
+                parsed, faults = parse_chunk(fmt, chunk, ctx)
                 chunks.resume_at(parsed.consumed, chunk)
                 batch = transforms.apply(self.chain, parsed.batch)
                 batch.rejects.extend(_oversized_rejects(chunks))
@@ -222,13 +243,13 @@ class Importer:
                 advanced = parsed.consumed - position
                 position = parsed.consumed
                 encoded = self.store.encode(batch)  # here, in the parsing thread, not the writer's
-                yield encoded, _advance(checkpoint, path, position, tail, state), parsed.skipped, advanced
+                yield encoded, _advance(checkpoint, path, position, tail, state), parsed.skipped, advanced, faults
             if chunks.oversized or chunks.position > position:
                 # Huge lines skipped at the very end: record them and move past.
                 batch = EventBatch.empty()
                 batch.rejects.extend(_oversized_rejects(chunks))
                 advanced, position = chunks.position - position, chunks.position
-                yield batch, _advance(checkpoint, path, position, chunks.skipped_edge, state), 0, advanced
+                yield batch, _advance(checkpoint, path, position, chunks.skipped_edge, state), 0, advanced, []
 
 
 def _advance(cp: Checkpoint, path: str, offset: int, tail: bytes, state: dict) -> Checkpoint:

@@ -159,5 +159,14 @@ def to_utc(naive: pl.Expr, tz: str) -> pl.Expr:
     )
 
 
+def error_summary(exc: BaseException, limit: int = EXCERPT_BYTES) -> str:
+    """``ExceptionType: first line of its message``, cut to ``limit`` characters: what a reject's
+    reason or a log line says about an unexpected error (never a traceback; polars' messages run
+    to several lines of query plan)."""
+    message = str(exc).strip().partition("\n")[0]
+    text = f"{type(exc).__name__}: {message}" if message else type(exc).__name__
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 def rejects_from(chunk: Chunk, offsets: np.ndarray | list[int], reasons: list[str]) -> list[Reject]:
     return [Reject(int(o), r, chunk.line_bytes(int(o))) for o, r in zip(offsets, reasons)]

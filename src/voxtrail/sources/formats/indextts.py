@@ -6,11 +6,17 @@ timestamps; the wav name is the only clock. A failed block has no wav, so it bor
 of the previous success (``ctx.state["last_ts"]``, which survives restarts) or of the next
 one, and is marked ``ts_estimated``. Everything else the WebUI prints is noise, counted as
 skipped. Few lines, many shapes: a plain line loop is clearer than vectorising.
+
+The patterns read untrusted console text with Python's backtracking ``re``, so each is written
+to run in linear time: anchored at the line's start, and no two quantifiers next to each other
+can match the same characters (``weight:([^,]+),`` and strip, not ``\\s*([^,]+?)\\s*,``, which
+is cubic in a run of spaces). tests/test_linear_time.py holds each to that.
 """
 
 from __future__ import annotations
 
 import ast
+import math
 import re
 from datetime import datetime, timezone
 from typing import Any
@@ -22,10 +28,10 @@ from voxtrail.event import EMOTION_CONTROL_MODES, EMOTION_VECTOR_LABELS, EventBa
 from voxtrail.sources.formats import EXCERPT_BYTES, Chunk, ParseContext, ParseResult, register, request_ids
 
 NAME = "indextts"
-START = re.compile(r"^\s*Emo control mode:\s*(\d+)\s*,\s*weight:\s*([^,]+?)\s*,\s*vec:\s*(.*?)\s*$")
+START = re.compile(r"^\s*Emo control mode:\s*(\d+)\s*,\s*weight:([^,]+),\s*vec:(.*)$")  # weight, vec: strip
 STAGE = re.compile(r"^>> (gpt_gen|gpt_forward|s2mel|bigvgan)_time: ([\d.]+) seconds")
 VALUE = re.compile(r"^>> (Total inference time|Generated audio length|RTF): ([\d.]+)")
-SAVED = re.compile(r"^>> wav file saved to: (.*?)\s*$")
+SAVED = re.compile(r"^>> wav file saved to: (.*)$")  # rstrip the path
 DETECTED = "detected emotion vectors from text:"
 UNIX_TIME = re.compile(r"(\d{9,11})(?:\.\d+)?\.wav$")
 CONSOLE = re.compile(r"^>> (starting inference|\w+_time:|Total inference time|wav file saved|.*weights restored from"
@@ -38,6 +44,14 @@ _VALUE_FIELDS = {"Total inference time": ("latency_ms", 1000.0), "Generated audi
                  "RTF": ("rtf", 1.0)}
 
 
+def _number(text: str) -> float:
+    """A finite float; ValueError otherwise (``1.2.3``, ``inf``, or digits past float's range)."""
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"not a finite number: {text[:40]!r}")
+    return value
+
+
 class _Block:
     def __init__(self, offset: int, line: str, m: re.Match):
         self.offset = offset
@@ -45,19 +59,21 @@ class _Block:
         self.error: str | None = None
         self.in_traceback = False
         self.done = False
-        mode = int(m.group(1))
-        self.ev: dict[str, Any] = {"emotion_control": EMOTION_CONTROL_MODES.get(mode), "status": "success"}
+        self.ev: dict[str, Any] = {"status": "success"}
         try:
-            self.ev["emo_alpha"] = float(m.group(2))
-            vec = ast.literal_eval(m.group(3))
+            self.ev["emotion_control"] = EMOTION_CONTROL_MODES.get(int(m.group(1)))
+            self.ev["emo_alpha"] = _number(m.group(2).strip())
+            vec = ast.literal_eval(m.group(3).strip())
             if vec is not None:
                 self.vector([float(x) for x in vec])
-        except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+        except (ValueError, TypeError, OverflowError, SyntaxError, MemoryError, RecursionError):
             self.error = f"indextts: invalid weight or vec in '{line[:80]}'"
 
     def vector(self, vec: list[float]) -> None:
         if len(vec) != len(EMOTION_VECTOR_LABELS):
             raise ValueError("vector length")
+        if not all(map(math.isfinite, vec)):
+            raise ValueError("vector value not finite")
         self.ev["emotion_vector"] = orjson.dumps(vec).decode()
         best = max(range(len(vec)), key=vec.__getitem__)
         self.ev["emotion"] = EMOTION_VECTOR_LABELS[best] if vec[best] > 0 else None
@@ -77,21 +93,29 @@ class _Block:
         if line.startswith("Traceback (most recent call last):"):
             self.in_traceback = True
             return True
+        try:
+            return self._feed_value(line)
+        except ValueError:
+            self.error = f"indextts: invalid number in '{line[:80]}'"
+            return True
+
+    def _feed_value(self, line: str) -> bool:
         if m := STAGE.match(line):
-            self.ev[f"{m.group(1)}_ms"] = float(m.group(2)) * 1000.0
+            self.ev[f"{m.group(1)}_ms"] = _number(m.group(2)) * 1000.0
         elif m := VALUE.match(line):
             name, scale = _VALUE_FIELDS[m.group(1)]
-            self.ev[name] = float(m.group(2)) * scale
+            self.ev[name] = _number(m.group(2)) * scale
         elif m := SAVED.match(line):
-            self.ev["output_audio_url"] = m.group(1)
-            if t := UNIX_TIME.search(m.group(1)):
+            path = m.group(1).rstrip()
+            self.ev["output_audio_url"] = path
+            if t := UNIX_TIME.search(path):
                 self.ev["ts"] = datetime.fromtimestamp(int(t.group(1)), timezone.utc).replace(tzinfo=None)
             self.done = True
         elif line.startswith(DETECTED):
             try:
                 d = ast.literal_eval(line[len(DETECTED):].strip())
                 self.vector([float(d.get(k, 0.0)) for k in EMOTION_VECTOR_LABELS])
-            except (ValueError, TypeError, SyntaxError, AttributeError, MemoryError, RecursionError):
+            except (ValueError, TypeError, OverflowError, SyntaxError, AttributeError, MemoryError, RecursionError):
                 self.error = "indextts: invalid detected emotion vectors"
         else:
             return line.startswith((">> ", "torch.Size("))

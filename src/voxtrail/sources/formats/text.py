@@ -6,11 +6,15 @@ and cut apart by position: the regex has already proved where every separator is
 ``find``/``slice`` replace a capturing regex, which polars runs ~10x slower. The rare other
 lines (extra spaces, lower-case booleans, a BOM) take a lenient capturing regex; only lines
 that fail both are looked at one by one, to name the reason of their reject.
+
+Both patterns run in polars' regex engine (Rust's ``regex``), which is linear in the line's
+length whatever the pattern, and so does :meth:`TextFormat.sniff`, with the parser's own
+pattern: Python's backtracking ``re`` took cubic time on ``Emotion=`` and a run of spaces.
+Digits are ASCII (``[0-9]``, not ``\\d``, which is every script's digits in both engines): a
+``TextLen`` in other digits is a reject, not an event whose number failed to convert.
 """
 
 from __future__ import annotations
-
-import re
 
 import polars as pl
 
@@ -23,16 +27,15 @@ SHAPE = "[time] LEVEL - TextLen=..., Emotion=..., Duration=...s, Success=..."
 # U+FFFD is excluded so that lines with invalid UTF-8 fall to the slow path and are rejected
 # rather than stored with a mangled emotion.
 CANONICAL = (
-    r"^\[\d{4}-\d\d-\d\d \d\d:\d\d:\d\d(?:[,.]\d{3}|\.\d{6})?\] [A-Z]+ - TextLen=\d{1,9}, "
-    r"Emotion=[^,\x{FFFD}]+, Duration=\d{1,9}(?:\.\d{1,6})?s, Success=(?:True|False)$"
+    r"^\[[0-9]{4}-[0-9]{2}-[0-9]{2} [0-9]{2}:[0-9]{2}:[0-9]{2}(?:[,.][0-9]{3}|\.[0-9]{6})?\] [A-Z]+ - "
+    r"TextLen=[0-9]{1,9}, Emotion=[^,\x{FFFD}]+, Duration=[0-9]{1,9}(?:\.[0-9]{1,6})?s, Success=(?:True|False)$"
 )
 LENIENT = (
-    r"^\x{FEFF}?\s*\[\s*(?<date>\d{4}-\d\d-\d\d)[ T](?<time>\d\d:\d\d:\d\d)(?:[,.](?<frac>\d{1,6}))?\s*\]"
-    r"\s*(?<level>\w+)\s*-\s*TextLen\s*=\s*(?<text_length>\d{1,9})\s*,\s*Emotion\s*=\s*(?<emotion>[^,]*?)\s*,"
-    r"\s*Duration\s*=\s*(?<duration>\d{1,9}(?:\.\d*)?|\.\d+)\s*s?\s*,"
+    r"^\x{FEFF}?\s*\[\s*(?<date>[0-9]{4}-[0-9]{2}-[0-9]{2})[ T](?<time>[0-9]{2}:[0-9]{2}:[0-9]{2})"
+    r"(?:[,.](?<frac>[0-9]{1,6}))?\s*\]\s*(?<level>\w+)\s*-\s*TextLen\s*=\s*(?<text_length>[0-9]{1,9})\s*,"
+    r"\s*Emotion\s*=\s*(?<emotion>[^,]*?)\s*,\s*Duration\s*=\s*(?<duration>[0-9]{1,9}(?:\.[0-9]*)?|\.[0-9]+)\s*s?\s*,"
     r"\s*Success\s*=\s*(?<success>True|False|true|false|TRUE|FALSE|1|0)\s*$"
 )
-_SNIFF = re.compile(LENIENT.replace(r"\x{FEFF}", "\ufeff").replace("(?<", "(?P<"))
 
 
 def _find_unit_length(line: pl.Expr) -> pl.Expr:
@@ -151,7 +154,7 @@ class TextFormat:
         lines = [line for line in head if line.strip()]
         if not lines:
             return 0.0
-        return sum(1 for line in lines if _SNIFF.match(line)) / len(lines)
+        return int(pl.Series(lines, dtype=pl.String).str.contains(LENIENT).sum()) / len(lines)
 
 
 FORMAT = register(TextFormat())
