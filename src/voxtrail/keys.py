@@ -31,7 +31,8 @@ from typing import Iterable
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from voxtrail.config import ConfigError, Settings
+from voxtrail import localfs
+from voxtrail.config import ConfigError, Settings, pick, text_value
 
 log = logging.getLogger(__name__)
 
@@ -125,10 +126,16 @@ def default_key_file() -> Path:
 
 def key_file_path(settings: Settings | None, key_file: str | os.PathLike | None = None) -> Path:
     """``--key-file`` > ``$VOXTRAIL_KEY_FILE`` > ``[keys] file`` > the XDG default."""
-    chosen = key_file or os.environ.get(ENV_KEY_FILE)
-    if not chosen and settings is not None:
-        chosen = settings.section("keys").get("file")
-    return Path(chosen).expanduser() if chosen else default_key_file()
+    try:
+        section = settings.section("keys") if settings is not None else {}
+        where = settings.where("file", "keys") if settings is not None else "[keys] file"
+        chosen, origin = pick(None if key_file is None else os.fspath(key_file), "--key-file", ENV_KEY_FILE,
+                              section, "file", where)
+        if chosen is None:
+            return default_key_file()
+        return Path(text_value(chosen, origin)).expanduser()
+    except ConfigError as exc:
+        raise KeyringError(str(exc)) from None
 
 
 def check_permissions(path: Path, st: os.stat_result) -> None:
@@ -142,14 +149,16 @@ def check_permissions(path: Path, st: os.stat_result) -> None:
 
 def read_key_file(path: Path) -> tuple[dict[str, bytes], os.stat_result]:
     try:
-        with open(path, "r", encoding="utf-8") as f:
-            st = os.fstat(f.fileno())
-            check_permissions(path, st)
-            text = f.read()
-    except FileNotFoundError:
-        raise KeyringError(f"key file {path} does not exist: create it with 'voxtrail keys init'") from None
-    except (PermissionError, IsADirectoryError, UnicodeDecodeError) as exc:
-        raise KeyringError(f"cannot read key file {path}: {type(exc).__name__}") from None
+        data, st = localfs.read_small_file(path, "key file")
+    except localfs.MissingFile as exc:
+        raise KeyringError(f"{exc}: create it with 'voxtrail keys init'") from None
+    except localfs.LocalFileError as exc:
+        raise KeyringError(str(exc)) from None
+    check_permissions(path, st)
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise KeyringError(f"cannot read key file {path}: it is not UTF-8 text") from None
     return parse_key_file_text(text, path), st
 
 
@@ -253,7 +262,7 @@ class Keyring:
         if env:
             return cls(parse_env_keys(env), source=f"{ENV_KEYS} (the key file is not read when it is set)")
         path = key_file_path(settings, key_file)
-        if not path.exists():
+        if not localfs.exists(path):
             if not create_default:
                 return None
             try:

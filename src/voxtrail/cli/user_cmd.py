@@ -24,10 +24,19 @@ def read_password(password_stdin: bool, prompt: str = "Password") -> str:
         password = line[:-1] if line.endswith("\n") else line
         if not password:
             fail("no password on standard input")
-        return password.removesuffix("\r")
+        return _text(password.removesuffix("\r"))
     if not sys.stdin.isatty():
         fail("no terminal to ask for a password: pass --password-stdin and write it to standard input")
-    return click.prompt(prompt, hide_input=True, confirmation_prompt=True)
+    return _text(click.prompt(prompt, hide_input=True, confirmation_prompt=True))
+
+
+def _text(password: str) -> str:
+    # Bytes that are not UTF-8 arrive as lone surrogates, which no password hash can encode.
+    try:
+        password.encode("utf-8")
+    except UnicodeEncodeError:
+        fail("the password is not UTF-8 text: check the terminal's or the file's encoding")
+    return password
 
 
 password_stdin_option = click.option(
