@@ -6,7 +6,9 @@ Keys never live in the database. They come from, first match:
 2. the key file: ``--key-file``, else ``$VOXTRAIL_KEY_FILE``, else ``[keys] file`` in the TOML
    config, else ``$XDG_CONFIG_HOME/voxtrail/keys`` (``~/.config/voxtrail/keys``). One
    ``id:base64key`` per line, ``#`` comments, the last key active. Like ssh with private keys,
-   a key file that group or others can read is refused.
+   a key file that group or others can read is refused, and so is one that belongs to another
+   user or lies in a directory another user could write to (whoever can replace the key file
+   chooses the key new events are encrypted with).
 
 A :class:`Keyring` built from a file re-reads it when its modification time changes (checked at
 most once a second), so a long-running ``voxtrail serve`` or Recorder picks up a rotated key.
@@ -139,12 +141,31 @@ def key_file_path(settings: Settings | None, key_file: str | os.PathLike | None 
 
 
 def check_permissions(path: Path, st: os.stat_result) -> None:
-    if os.name == "posix" and st.st_mode & 0o077:
+    """The key file must be this user's (or root's), readable by nobody else, and in directories
+    nobody else can write to (ssh's StrictModes): whoever can write or replace it chooses the
+    key new events are encrypted with."""
+    if os.name != "posix":
+        return
+    if not localfs.trusted_uid(st.st_uid):
+        raise KeyringError(
+            f"key file {path} belongs to {localfs.who(st.st_uid)}, not to {localfs.who(os.geteuid())} who runs "
+            f"voxtrail: if you trust its keys, run 'chown {localfs.user_name(os.geteuid())} {path}'; otherwise "
+            f"make a key file of your own"
+        )
+    if st.st_mode & 0o077:
         mode = stat.S_IMODE(st.st_mode)
         raise KeyringError(
             f"key file {path} is accessible by group or others (mode {mode:04o}): "
             f"run 'chmod 600 {path}' (voxtrail refuses keys others could read)"
         )
+    _check_parents(path)
+
+
+def _check_parents(path: Path) -> None:
+    try:
+        localfs.check_parents(path, "key file")
+    except localfs.UntrustedPath as exc:
+        raise KeyringError(str(exc)) from None
 
 
 def read_key_file(path: Path) -> tuple[dict[str, bytes], os.stat_result]:
@@ -169,6 +190,7 @@ def write_key_file(path: Path, text: str, *, replace: bool) -> None:
     two processes creating the default key file at once end with one key, not two.
     """
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    _check_parents(path)  # never write keys where another user could swap the file
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
