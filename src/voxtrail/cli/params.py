@@ -28,31 +28,34 @@ def _flag(param: click.Parameter | None) -> str:
     return param.opts[0] if param is not None and getattr(param, "opts", None) else "value"
 
 
-class DatabaseUrl(click.ParamType):
+class _Checked(click.ParamType):
+    """A value checked by a settings parser, ``check(value, origin)``, that raises ConfigError."""
+
+    def check(self, value, origin: str):
+        raise NotImplementedError
+
+    def convert(self, value, param, ctx):
+        try:
+            return self.check(value, _flag(param))
+        except config.ConfigError as exc:
+            raise _usage(str(exc), ctx) from None
+
+
+class DatabaseUrl(_Checked):
     """A database URL; empty is an error (``--db "$URL"`` with ``URL`` unset), not the default."""
 
     name = "url"
-
-    def convert(self, value, param, ctx):
-        try:
-            return config.database_url(value, _flag(param))
-        except config.ConfigError as exc:
-            raise _usage(str(exc), ctx) from None
+    check = staticmethod(config.database_url)
 
 
-class Zone(click.ParamType):
+class Zone(_Checked):
     """An IANA time zone name, checked by :func:`voxtrail.config.parse_zone`."""
 
     name = "zone"
-
-    def convert(self, value, param, ctx):
-        try:
-            return config.parse_zone(value, _flag(param))
-        except config.ConfigError as exc:
-            raise _usage(str(exc), ctx) from None
+    check = staticmethod(config.parse_zone)
 
 
-class Age(click.ParamType):
+class Age(_Checked):
     """An age (``180d``, ``12h``, ``off``) checked by :func:`voxtrail.store.purge.parse_age`; the
     text is passed on, to be resolved with the other sources of the same setting."""
 
@@ -61,15 +64,10 @@ class Age(click.ParamType):
     def __init__(self, setting: str) -> None:
         self.setting = setting
 
-    def convert(self, value, param, ctx):
+    def check(self, value, origin: str):
         from voxtrail.store.purge import parse_age
 
-        if isinstance(value, str) and not value.strip():
-            raise _usage(f"{_flag(param)} is empty: give an age such as 180d, 12h, or off", ctx)
-        try:
-            parse_age(value, self.setting, _flag(param))
-        except config.ConfigError as exc:
-            raise _usage(str(exc), ctx) from None
+        parse_age(value, self.setting, origin)
         return value
 
 
