@@ -109,8 +109,8 @@ OPTIONS = [
     (["token", "create"], ""), (["token", "revoke"], ""), (["user", "role"], ""), (["user", "remove"], ""),
     (["keys", "list"], "--key-file"), (["keys", "reencrypt"], "--batch-size"), (["keys", "reencrypt"], "--pause"),
     (["keys", "retire"], ""),
-    (["demo", "--no-serve", "--events", "20", "--db", "{root}/demo.db"], "--days"),
-    (["demo", "--no-serve", "--events", "20"], "--db"), (["demo", "--no-serve", "--events", "20"], "--seed"),
+    (["demo", "--no-serve", "--events", "0", "--db", "{root}/demo.db"], "--days"),
+    (["demo", "--no-serve", "--events", "0"], "--db"), (["demo", "--no-serve", "--events", "0"], "--seed"),
 ]
 NO_DB = {"demo", "keys init"}
 
