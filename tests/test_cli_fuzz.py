@@ -101,7 +101,8 @@ OPTIONS = [
     (["report"], "--since"), (["report"], "--until"), (["report"], "--tz"), (["report"], "--node"),
     (["report"], "--status"), (["rollup", "rebuild"], "--since"),
     (["serve"], "--host"), (["serve"], "--port"), (["serve"], "--max-body"), (["serve"], "--purge-every"),
-    (["serve"], "--certfile"), (["serve"], "--metrics"),
+    (["serve"], "--certfile"), (["serve"], "--metrics"), (["serve"], "--header-timeout"), (["serve"], "--body-timeout"),
+    (["serve"], "--forwarded-allow-ips"), (["serve"], "--metrics-label-values"),
     (["purge", "--dry-run"], "--audit"), (["purge", "--dry-run"], "--operations"), (["purge"], "--batch-size"),
     (["verify"], "--checkpoint"),
     (["access-log"], "--since"), (["access-log"], "--until"), (["access-log"], "--actor"),
@@ -181,7 +182,8 @@ def test_collect_takes_any_value(workspace, redis_client, option, value):  # noq
 VARIABLES = ["VOXTRAIL_DB", "VOXTRAIL_TZ", "VOXTRAIL_CONFIG", "VOXTRAIL_MASK", "VOXTRAIL_ENCRYPT_FIELDS",
              "VOXTRAIL_KEYS", "VOXTRAIL_KEY_FILE", "VOXTRAIL_RETENTION_AUDIT", "VOXTRAIL_RETENTION_OPERATIONS",
              "VOXTRAIL_HOST", "VOXTRAIL_PORT", "VOXTRAIL_METRICS", "VOXTRAIL_MAX_BODY", "VOXTRAIL_CERTFILE",
-             "VOXTRAIL_KEYFILE", "VOXTRAIL_SECURE_COOKIES", "VOXTRAIL_PURGE_EVERY", "TZ"]
+             "VOXTRAIL_KEYFILE", "VOXTRAIL_SECURE_COOKIES", "VOXTRAIL_PURGE_EVERY", "VOXTRAIL_HEADER_TIMEOUT",
+             "VOXTRAIL_BODY_TIMEOUT", "VOXTRAIL_FORWARDED_ALLOW_IPS", "VOXTRAIL_METRICS_LABEL_VALUES", "TZ"]
 #: Commands that read those variables: they import (tz, mask, keys), purge, list keys and serve.
 READERS = [["import", "{log}", "--json"], ["purge", "--dry-run"], ["keys", "list"], ["serve"], ["status"]]
 

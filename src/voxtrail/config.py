@@ -23,7 +23,7 @@ DEFAULT_DB = "sqlite:///voxtrail.db"
 #: The longest IANA zone name has 32 characters; a longer name is refused before any file lookup.
 MAX_ZONE_CHARS = 64
 #: Characters of a refused value that an error message repeats.
-SHOWN_CHARS = 60
+SHOWN_CHARS = 40
 
 
 class ConfigError(Exception):

@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from voxtrail import config
 from voxtrail.cli.common import config_option, db_options, opened_store
 from voxtrail.cli.output import err_console, fail, print_json
-from voxtrail.cli.params import LocalPath, Seconds
+from voxtrail.cli.params import LocalPath, Name, Seconds
 from voxtrail.keys import (
     ENV_KEY_FILE, ENV_KEYS, Keyring, KeyringError, append_key, create_key_file, format_key_line,
     key_file_path, new_key, new_key_id, read_key_file, remove_key,
@@ -283,7 +283,7 @@ def _progress(enabled: bool) -> Iterator[Callable[[ReencryptState], None]]:
 
 
 @keys_group.command("retire")
-@click.argument("kid")
+@click.argument("kid", type=Name())
 @key_file_option
 @db_options
 def keys_retire(kid, key_file, db, config_file) -> None:

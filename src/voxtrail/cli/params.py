@@ -25,6 +25,8 @@ def _usage(message: str, ctx: click.Context | None) -> click.UsageError:
 
 
 def _flag(param: click.Parameter | None) -> str:
+    if isinstance(param, click.Argument):
+        return param.human_readable_name  # NAME
     return param.opts[0] if param is not None and getattr(param, "opts", None) else "value"
 
 

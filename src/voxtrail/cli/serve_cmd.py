@@ -14,7 +14,7 @@ import click
 
 from voxtrail.cli.common import db_options, opened_store
 from voxtrail.cli.output import fail
-from voxtrail.cli.params import Age, ByteSize, LocalPath, Name
+from voxtrail.cli.params import Age, ByteSize, LocalPath, Name, Seconds
 
 def is_loopback(host: str) -> bool:
     if host == "localhost":
@@ -122,10 +122,10 @@ def run_server(settings, store, *, certfile: str | None = None, keyfile: str | N
 @click.option("--forwarded-allow-ips", default="", envvar="VOXTRAIL_FORWARDED_ALLOW_IPS", show_envvar=True,
               metavar="IPS", help="Reverse proxies (addresses or networks, comma-separated) whose X-Forwarded-For "
                                   "and X-Forwarded-Proto are believed. Default: none.")
-@click.option("--header-timeout", type=click.FloatRange(min=0.1, max=3600), default=10, show_default=True,
+@click.option("--header-timeout", type=Seconds(0.1, 3600), default=10, show_default=True,
               envvar="VOXTRAIL_HEADER_TIMEOUT", show_envvar=True, metavar="SECONDS",
               help="A request's line and headers must arrive within this time (408 and closed otherwise).")
-@click.option("--body-timeout", type=click.FloatRange(min=0.1, max=86400), default=60, show_default=True,
+@click.option("--body-timeout", type=Seconds(0.1, 86400), default=60, show_default=True,
               envvar="VOXTRAIL_BODY_TIMEOUT", show_envvar=True, metavar="SECONDS",
               help="A request's body must arrive within this time after its headers (408 and closed otherwise).")
 @click.option("--log-level", type=click.Choice(["critical", "error", "warning", "info", "debug"]), default="info",
@@ -173,7 +173,7 @@ def serve_command(db, config_file, host, port, metrics_access, metrics_label_val
                                    secure_cookies=secure_cookies or bool(certfile),
                                    retention=retention, purge_every=every, forwarded_allow_ips=proxies,
                                    header_timeout=header_timeout, body_timeout=body_timeout)
-        except ValueError as exc:  # e.g. a timeout of nan, which FloatRange lets through
+        except ValueError as exc:  # the settings check their values too (the flags' types did already)
             fail(str(exc))
         try:
             run_server(settings, store, certfile=certfile, keyfile=keyfile, log_level=log_level)
