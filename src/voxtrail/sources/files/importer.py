@@ -26,6 +26,7 @@ from voxtrail.event import EventBatch, Reject
 from voxtrail.sources.files import identity, reader
 from voxtrail.sources.files.salvage import ParserFault, parse_chunk
 from voxtrail.sources.formats import ParseContext, detect, error_summary
+from voxtrail.keys import KeyringError
 from voxtrail.store import Checkpoint, Store, StoreError
 
 log = logging.getLogger(__name__)
@@ -186,6 +187,8 @@ class Importer:
             _failed(result, f"cannot read {path}: {exc.strerror or exc}")
         except StoreError:
             raise  # an outage: tail waits it out, import stops with one line
+        except KeyringError:
+            raise  # the keys, not this file: every file would fail alike, so stop with one line
         except Exception as exc:  # noqa: BLE001 - a bug met on this file's data: say so, go on with the others
             log.debug("importing %s failed", path, exc_info=True)
             stopped = self.known.get(checkpoint.stream_id, checkpoint).offset
