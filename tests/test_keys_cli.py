@@ -17,7 +17,8 @@ from click.testing import CliRunner
 from voxtrail.cli import app
 from voxtrail.config import Settings
 from voxtrail.event import EventBatch
-from voxtrail.keys import Keyring, format_key_line, read_key_file
+from test_cli import assert_one_line_error, voxtrail_in_process
+from voxtrail.keys import Keyring, KeyringError, format_key_line, read_key_file
 from voxtrail.store import Store
 from voxtrail.store.reencrypt import key_usage, load_state
 from voxtrail.store.schema import tts_events
@@ -230,3 +231,44 @@ def test_reencryption_runs_while_events_are_written(db_url, key_env):
         reencrypt(store.engine, keyring, FIELDS, batch_size=50)
         usage = key_usage(store.engine)
         assert set(usage.key_ids()) == {"kb"} and usage.encrypted["text_input"]["kb"] == 260
+
+
+# --- ownership: keys another local user could have written are refused, as ssh refuses them -----
+
+NOBODY = 65534
+
+
+def test_a_key_file_of_another_user_is_refused_everywhere_keys_are_read(sqlite_url, key_env, tmp_path):
+    os.chown(key_env, NOBODY, NOBODY)  # mode 0600 still: only its owner, nobody, could have written it
+    with pytest.raises(KeyringError, match=r"belongs to nobody \(uid 65534\).*run 'chown root "):
+        Keyring.load(None)
+    env = {"VOXTRAIL_KEY_FILE": str(key_env)}
+    listed = voxtrail_in_process("keys", "list", "--db", sqlite_url, env=env)
+    assert listed.returncode == 1
+    assert_one_line_error(listed, f"key file {key_env} belongs to nobody (uid 65534)")
+    audit = tmp_path / "audit.jsonl"
+    audit.write_text(orjson.dumps({"request_id": "r1", "user_id": 1, "text_input": "hello", "status": "success",
+                                   "ref_audio_url": "voices/a.wav", "created_at": "2026-01-01 00:00:00"}).decode()
+                     + "\n")
+    imported = voxtrail_in_process("import", str(audit), "--format", "audit", "--db", sqlite_url, env=env)
+    assert imported.returncode == 1  # encrypting ref_audio_url needs the keys: nothing is stored with theirs
+    assert_one_line_error(imported, "belongs to nobody")
+    with Store.open(sqlite_url, settings=Settings(db=sqlite_url, tz="UTC")) as store:
+        assert store.count() == 0
+
+
+@pytest.mark.parametrize("mode, refused", [(0o777, True), (0o770, True), (0o1777, False), (0o700, False)])
+def test_a_key_file_in_a_directory_others_can_write_to_is_refused_unless_sticky(tmp_path, key_env, mode, refused):
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    os.chmod(shared, mode)
+    path = shared / "keys"
+    path.write_text(format_key_line("kb", KEY_A) + "\n")
+    os.chmod(path, 0o600)
+    if refused:
+        with pytest.raises(KeyringError, match=f"directory {shared} above key file .* 'chmod go-w {shared}'"):
+            read_key_file(path)
+        made = cli("keys", "init", "--key-file", str(shared / "new"))
+        assert made.exit_code == 1 and "chmod go-w" in made.stderr and not (shared / "new").exists()
+    else:
+        assert list(read_key_file(path)[0]) == ["kb"]

@@ -133,7 +133,7 @@ def test_purge_cli_dry_run_then_purge(sqlite_url):
     assert data["events"] == 8 and data["dry_run"] is False and data["cutoffs"]["audit"]
     assert run("--dry-run").stdout.startswith("nothing to purge")
     bad = run("--audit", "soon")
-    assert bad.returncode == 1 and bad.stderr.count("\n") == 1 and "retention audit = 'soon'" in bad.stderr
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "retention audit = 'soon'" in bad.stderr  # a bad flag
 
 
 def test_serve_purges_on_its_schedule(sqlite_url):

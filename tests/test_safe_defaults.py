@@ -259,3 +259,65 @@ def test_user_passwords_never_reach_the_output(sqlite_url):
     assert_one_line_error(short, "too short")
     for proc in (added, again, short):
         assert "S3cret" not in proc.stdout + proc.stderr
+
+
+# --- the SQLite writer's scratch slots keep no batch once it is written --------------------------
+
+SCRATCH_TEXT = "scratch-secret"
+
+
+def scratch_holding_text(directory) -> list[str]:
+    """Files under ``directory`` (the scratch directories) holding a stored event's text."""
+    found = []
+    for root, _dirs, files in os.walk(directory):
+        for name in files:
+            if SCRATCH_TEXT.encode() in open(os.path.join(root, name), "rb").read():
+                found.append(os.path.join(root, name))
+    return found
+
+
+@pytest.fixture
+def scratch_root(tmp_path, monkeypatch):
+    """This test's own temporary directory, where every scratch directory it makes lands."""
+    import tempfile
+
+    root = tmp_path / "tmp"
+    root.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(root))
+    return root
+
+
+def test_a_written_batch_leaves_no_text_in_a_scratch_slot_while_the_store_stays_open(tmp_path, scratch_root):
+    from datetime import datetime, timezone
+
+    from voxtrail.event import EventBatch
+    from voxtrail.sources.files.importer import Importer
+
+    audit = tmp_path / "audit.jsonl"
+    audit.write_text("".join(
+        f'{{"request_id": "a{i}", "user_id": 1, "text_input": "{SCRATCH_TEXT} {i}", "status": "success", '
+        f'"created_at": "2026-01-01 00:00:0{i}"}}\n' for i in range(5)))
+    with Store.open(f"sqlite:///{tmp_path / 'vx.db'}") as store:
+        store.write(EventBatch.from_records([{"request_id": "w1", "ts": datetime.now(timezone.utc), "status": "success",
+                                              "source": "http", "text_input": f"{SCRATCH_TEXT} written"}]))
+        assert os.listdir(scratch_root) and scratch_holding_text(scratch_root) == []
+        Importer(store, fmt="audit").run([str(audit)])  # a tail between two passes looks like this
+        assert store.count() == 6 and scratch_holding_text(scratch_root) == []
+    assert os.listdir(scratch_root) == []
+
+
+def test_no_scratch_file_with_text_remains_after_an_import_or_a_recorders_close(tmp_path, scratch_root):
+    from test_cli import voxtrail_in_process
+
+    audit = tmp_path / "audit.jsonl"
+    audit.write_text(f'{{"request_id": "a1", "user_id": 1, "text_input": "{SCRATCH_TEXT}", "status": "success", '
+                     f'"created_at": "2026-01-01 00:00:00"}}\n')
+    url = f"sqlite:///{tmp_path / 'vx.db'}"
+    assert voxtrail_in_process("import", str(audit), "--db", url).returncode == 0
+    assert os.listdir(scratch_root) == []
+    rec = Recorder(db=url, spool_dir=tmp_path / "spool")
+    rec.record(text_input=f"{SCRATCH_TEXT} recorded")
+    assert rec.flush(30)
+    assert wait_until(lambda: os.listdir(scratch_root) and not scratch_holding_text(scratch_root))
+    assert rec.close()
+    assert os.listdir(scratch_root) == []

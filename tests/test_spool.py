@@ -6,6 +6,7 @@ import logging
 import os
 import stat
 
+import orjson
 import pytest
 
 from helpers_recorder import dead_port, request_ids, rows, wait_until
@@ -175,3 +176,90 @@ def test_delivered_events_free_the_bound(tmp_path, sqlite_url):
     rec.close()
     assert stats["dropped"] == 0 and stats["recorded"] == 2000
     assert rows(sqlite_url) == 2000
+
+
+# --- ownership: a spool another local user could write to is never read --------------------------
+
+NOBODY = 65534  # the tests run as root: a directory of another user's is one chown away
+
+
+def plant_dead_writer(spool, text: str = "forged by nobody") -> str:
+    """What another user can leave in a spool directory they can write to: a sub-spool whose
+    lock is free (its writer looks dead), holding an event the next Recorder would ship."""
+    sub = SubSpool.create(spool)
+    writer = SpoolWriter(sub, fsync="never", segment_bytes=1 << 16, max_bytes=1 << 20)
+    writer.append(orjson.dumps({"request_id": "forged", "ts": "2026-01-01T00:00:00Z", "status": "success",
+                                "text_input": text}))
+    writer.close()
+    sub.release()
+    return sub.name
+
+
+def chown_tree(path, uid: int) -> None:
+    for root, dirs, files in os.walk(path):
+        for name in (*dirs, *files):
+            os.chown(os.path.join(root, name), uid, uid, follow_symlinks=False)
+    os.chown(path, uid, uid)
+
+
+def test_a_spool_of_another_user_is_never_read_and_the_recorder_records_elsewhere(tmp_path, sqlite_url, caplog):
+    spool = tmp_path / "shared-spool"
+    spool.mkdir()
+    planted = plant_dead_writer(spool)
+    chown_tree(spool, NOBODY)
+    caplog.set_level(logging.ERROR, logger="voxtrail.recorder")
+    rec = Recorder(db=sqlite_url, spool_dir=spool)  # never raises into the service for this
+    real = rec.record(text_input="real event")
+    assert rec.flush(30)
+    stats = rec.stats()
+    assert "belongs to nobody (uid 65534)" in stats["spool_problem"] and "spool_dir" in stats["spool_problem"]
+    assert stats["last_error"] == stats["spool_problem"] and not stats["spool"].startswith(str(spool))
+    assert any("belongs to nobody" in r.getMessage() for r in caplog.records if r.levelno == logging.ERROR)
+    assert request_ids(sqlite_url) == [real]  # the forged event was not shipped
+    assert (spool / planted).is_dir() and not (spool / "destination").exists()  # nor anything touched
+    private = os.path.dirname(stats["spool"])
+    assert rec.close()
+    assert not os.path.exists(private)  # everything delivered: the private spool is gone
+
+
+@pytest.mark.parametrize("plant", ["sub-spool", "destination"])
+def test_a_spool_of_ours_holding_what_another_user_wrote_is_refused(tmp_path, sqlite_url, plant):
+    spool = tmp_path / "spool"
+    Recorder(db=sqlite_url, spool_dir=spool).close()  # ours, with its destination marker
+    if plant == "sub-spool":  # written while the directory was still open to others, say
+        chown_tree(spool / plant_dead_writer(spool), NOBODY)
+    else:
+        os.chown(spool / "destination", NOBODY, NOBODY)
+    rec = Recorder(db=sqlite_url, spool_dir=spool)
+    rec.record(text_input="x")
+    assert rec.flush(30) and "which belongs to nobody (uid 65534)" in rec.stats()["spool_problem"]
+    assert "forged" not in request_ids(sqlite_url)
+    rec.close()
+
+
+def test_an_orphan_appearing_later_is_not_adopted_unless_it_is_ours(tmp_path, caplog):
+    spool = tmp_path / "spool"
+    spool.mkdir(mode=0o700)
+    ours, theirs = plant_dead_writer(spool), plant_dead_writer(spool)
+    chown_tree(spool / theirs, NOBODY)
+    caplog.set_level(logging.WARNING, logger="voxtrail.recorder")
+    adopted = list(SubSpool.orphans(spool, set()))
+    assert [s.name for s in adopted] == [ours]
+    for sub in adopted:
+        sub.release()
+    assert any(f"not adopting {spool / theirs}" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.parametrize("mode, refused", [(0o777, True), (0o775, True), (0o1777, False), (0o755, False)])
+def test_a_spool_below_a_directory_others_can_write_to_is_refused_unless_sticky(tmp_path, sqlite_url, mode,
+                                                                                 refused):
+    parent = tmp_path / "parent"
+    parent.mkdir()
+    os.chmod(parent, mode)
+    rec = Recorder(db=sqlite_url, spool_dir=parent / "spool")
+    problem = rec.stats()["spool_problem"]
+    rec.close()
+    if refused:
+        assert problem and f"directory {parent} above spool directory" in problem and "chmod go-w" in problem
+    else:
+        assert problem is None

@@ -6,7 +6,9 @@ Keys never live in the database. They come from, first match:
 2. the key file: ``--key-file``, else ``$VOXTRAIL_KEY_FILE``, else ``[keys] file`` in the TOML
    config, else ``$XDG_CONFIG_HOME/voxtrail/keys`` (``~/.config/voxtrail/keys``). One
    ``id:base64key`` per line, ``#`` comments, the last key active. Like ssh with private keys,
-   a key file that group or others can read is refused.
+   a key file that group or others can read is refused, and so is one that belongs to another
+   user or lies in a directory another user could write to (whoever can replace the key file
+   chooses the key new events are encrypted with).
 
 A :class:`Keyring` built from a file re-reads it when its modification time changes (checked at
 most once a second), so a long-running ``voxtrail serve`` or Recorder picks up a rotated key.
@@ -31,7 +33,8 @@ from typing import Iterable
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from voxtrail.config import ConfigError, Settings
+from voxtrail import localfs
+from voxtrail.config import ConfigError, Settings, pick, text_value
 
 log = logging.getLogger(__name__)
 
@@ -125,31 +128,58 @@ def default_key_file() -> Path:
 
 def key_file_path(settings: Settings | None, key_file: str | os.PathLike | None = None) -> Path:
     """``--key-file`` > ``$VOXTRAIL_KEY_FILE`` > ``[keys] file`` > the XDG default."""
-    chosen = key_file or os.environ.get(ENV_KEY_FILE)
-    if not chosen and settings is not None:
-        chosen = settings.section("keys").get("file")
-    return Path(chosen).expanduser() if chosen else default_key_file()
+    try:
+        section = settings.section("keys") if settings is not None else {}
+        where = settings.where("file", "keys") if settings is not None else "[keys] file"
+        chosen, origin = pick(None if key_file is None else os.fspath(key_file), "--key-file", ENV_KEY_FILE,
+                              section, "file", where)
+        if chosen is None:
+            return default_key_file()
+        return Path(text_value(chosen, origin)).expanduser()
+    except ConfigError as exc:
+        raise KeyringError(str(exc)) from None
 
 
 def check_permissions(path: Path, st: os.stat_result) -> None:
-    if os.name == "posix" and st.st_mode & 0o077:
+    """The key file must be this user's (or root's), readable by nobody else, and in directories
+    nobody else can write to (ssh's StrictModes): whoever can write or replace it chooses the
+    key new events are encrypted with."""
+    if os.name != "posix":
+        return
+    if not localfs.trusted_uid(st.st_uid):
+        raise KeyringError(
+            f"key file {path} belongs to {localfs.who(st.st_uid)}, not to {localfs.who(os.geteuid())} who runs "
+            f"voxtrail: if you trust its keys, run 'chown {localfs.user_name(os.geteuid())} {path}'; otherwise "
+            f"make a key file of your own"
+        )
+    if st.st_mode & 0o077:
         mode = stat.S_IMODE(st.st_mode)
         raise KeyringError(
             f"key file {path} is accessible by group or others (mode {mode:04o}): "
             f"run 'chmod 600 {path}' (voxtrail refuses keys others could read)"
         )
+    _check_parents(path)
+
+
+def _check_parents(path: Path) -> None:
+    try:
+        localfs.check_parents(path, "key file")
+    except localfs.UntrustedPath as exc:
+        raise KeyringError(str(exc)) from None
 
 
 def read_key_file(path: Path) -> tuple[dict[str, bytes], os.stat_result]:
     try:
-        with open(path, "r", encoding="utf-8") as f:
-            st = os.fstat(f.fileno())
-            check_permissions(path, st)
-            text = f.read()
-    except FileNotFoundError:
-        raise KeyringError(f"key file {path} does not exist: create it with 'voxtrail keys init'") from None
-    except (PermissionError, IsADirectoryError, UnicodeDecodeError) as exc:
-        raise KeyringError(f"cannot read key file {path}: {type(exc).__name__}") from None
+        data, st = localfs.read_small_file(path, "key file")
+    except localfs.MissingFile as exc:
+        raise KeyringError(f"{exc}: create it with 'voxtrail keys init'") from None
+    except localfs.LocalFileError as exc:
+        raise KeyringError(str(exc)) from None
+    check_permissions(path, st)
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise KeyringError(f"cannot read key file {path}: it is not UTF-8 text") from None
     return parse_key_file_text(text, path), st
 
 
@@ -160,6 +190,7 @@ def write_key_file(path: Path, text: str, *, replace: bool) -> None:
     two processes creating the default key file at once end with one key, not two.
     """
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    _check_parents(path)  # never write keys where another user could swap the file
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
@@ -253,7 +284,7 @@ class Keyring:
         if env:
             return cls(parse_env_keys(env), source=f"{ENV_KEYS} (the key file is not read when it is set)")
         path = key_file_path(settings, key_file)
-        if not path.exists():
+        if not localfs.exists(path):
             if not create_default:
                 return None
             try:

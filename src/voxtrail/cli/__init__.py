@@ -2,11 +2,13 @@
 
 Errors a user can cause (a bad flag, a missing file, an unreachable database) end in one line
 on stderr and a non-zero exit status, never a traceback: :func:`main` is the only place that
-turns exceptions into exit codes.
+turns exceptions into exit codes. An exception nobody expected is a bug: it too ends in one line
+(exit status 70), with the traceback only when ``VOXTRAIL_DEBUG`` is set.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 
 import click
@@ -30,6 +32,7 @@ from voxtrail.cli.output import fail
 
 # Exit statuses, documented in the README.
 EXIT_USAGE = 2
+EXIT_INTERNAL = 70  # EX_SOFTWARE of sysexits.h
 EXIT_INTERRUPTED = 130
 
 
@@ -74,4 +77,9 @@ def main(argv: list[str] | None = None) -> None:
         fail(exc.format_message(), exc.exit_code)
     except (click.exceptions.Abort, KeyboardInterrupt):
         fail("interrupted", EXIT_INTERRUPTED)
+    except Exception as exc:  # noqa: BLE001 - a bug: say so in one line rather than in a traceback
+        if os.environ.get("VOXTRAIL_DEBUG"):
+            raise
+        fail(f"internal error (a bug in voxtrail, please report it): {type(exc).__name__}: {exc}; "
+             f"set VOXTRAIL_DEBUG=1 to see where", EXIT_INTERNAL)
     sys.exit(code if isinstance(code, int) else 0)

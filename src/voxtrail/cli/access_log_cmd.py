@@ -12,15 +12,16 @@ import click
 from voxtrail.cli.common import db_options, opened_store
 from voxtrail.cli.listing import print_listing, utc_text
 from voxtrail.cli.output import fail, print_json
+from voxtrail.cli.params import Name, When
 from voxtrail.store.access_log import ACTIONS
 
 
 @click.command("access-log")
-@click.option("--since", metavar="WHEN", default="7d", show_default=True,
+@click.option("--since", type=When(allow_all=True), metavar="WHEN", default="7d", show_default=True,
               help="Oldest entries to show: a duration back from now (90m, 36h, 7d, 2w) or an ISO time "
                    "(UTC unless it has an offset). 'all' for no limit.")
-@click.option("--until", metavar="WHEN", help="Show entries before this time (same forms as --since).")
-@click.option("--actor", metavar="NAME", help="Only this user name.")
+@click.option("--until", type=When(allow_all=True), metavar="WHEN", help="Show entries before this time (same forms as --since).")
+@click.option("--actor", type=Name(), metavar="NAME", help="Only this user name.")
 @click.option("--action", type=click.Choice(ACTIONS), help="Only this kind of read.")
 @click.option("--limit", type=click.IntRange(1, 1000), default=50, show_default=True,
               help="At most this many entries, newest first.")

@@ -11,22 +11,24 @@ import threading
 import click
 
 from voxtrail.cli.common import db_options, opened_store
-from voxtrail.cli.output import err_console, fail, print_json
+from voxtrail.cli.output import err_console, fail, plain, print_json
+from voxtrail.cli.params import Name, Seconds
 
 
 @click.command("collect")
 @click.option("--redis", "redis_url", required=True, metavar="URL", envvar="VOXTRAIL_REDIS",
               help="Redis server, e.g. redis://127.0.0.1:6379/0. Env: VOXTRAIL_REDIS.")
-@click.option("--stream", default="voxtrail:events", show_default=True, help="Stream the recorders append to.")
-@click.option("--group", default="voxtrail", show_default=True,
+@click.option("--stream", type=Name(), default="voxtrail:events", show_default=True,
+              help="Stream the recorders append to.")
+@click.option("--group", type=Name(), default="voxtrail", show_default=True,
               help="Consumer group shared by all collectors of this stream.")
-@click.option("--consumer", metavar="NAME",
+@click.option("--consumer", type=Name(), metavar="NAME",
               help="This collector's name in the group (default: host-pid). Restarted under the same name, "
                    "it first finishes its own pending entries.")
 @db_options
-@click.option("--batch-size", type=click.IntRange(min=1), default=2000, show_default=True,
+@click.option("--batch-size", type=click.IntRange(1, 100_000), default=2000, show_default=True,
               help="Entries read and written per transaction.")
-@click.option("--claim-idle", type=click.FloatRange(min=0.1), default=30.0, show_default=True,
+@click.option("--claim-idle", type=Seconds(0.1), default=30.0, show_default=True,
               help="Seconds after which entries left pending by a dead collector are taken over.")
 @click.option("--keep-entries", is_flag=True, help="Acknowledge entries but do not delete them from the stream.")
 @click.option("--drain", is_flag=True, help="Exit once the stream has nothing new and nothing pending.")
@@ -62,8 +64,8 @@ def collect_command(redis_url, stream, group, consumer, db, config_file, batch_s
             signal.signal(sig, lambda *_: stop.set())
         if not as_json:
             logging.basicConfig(format="%(message)s")
-            err_console.print(f"collecting {stream} (group {group}, consumer {name}) into {store.display_url}"
-                              + ("" if drain else "; Ctrl-C to stop"))
+            err_console.print(plain(f"collecting {stream} (group {group}, consumer {name}) into {store.display_url}"
+                                    + ("" if drain else "; Ctrl-C to stop")))
         try:
             stats = collector.run(stop, until_empty=drain)
         except RedisUnavailable as exc:

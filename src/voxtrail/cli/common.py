@@ -9,22 +9,24 @@ import click
 
 from voxtrail import config
 from voxtrail.cli.output import fail
+from voxtrail.cli.params import DatabaseUrl, LocalPath, Zone
+from voxtrail.keys import KeyringError
 from voxtrail.store import Store, StoreError
 from voxtrail.transforms.mask import check_settings as check_mask_settings
 
 FORMATS = ["auto", "text", "jsonl", "audit", "indextts"]
 
 db_option = click.option(
-    "--db", metavar="URL",
+    "--db", metavar="URL", type=DatabaseUrl(),
     help="Database as a SQLAlchemy URL: sqlite:///voxtrail.db (default), postgresql://user@host/db, "
          "mysql://user@host/db. Env: VOXTRAIL_DB.",
 )
 config_option = click.option(
-    "--config", "config_file", metavar="PATH",
+    "--config", "config_file", metavar="PATH", type=LocalPath(),
     help="TOML file with settings (db, tz). Env: VOXTRAIL_CONFIG. Default: ./voxtrail.toml if present.",
 )
 tz_option = click.option(
-    "--tz", metavar="ZONE",
+    "--tz", metavar="ZONE", type=Zone(),
     help="Time zone of timestamps that carry none (IANA name, e.g. Asia/Shanghai). Default: the machine's. "
          "Env: VOXTRAIL_TZ.",
 )
@@ -57,7 +59,7 @@ def opened_store(db: str | None, tz: str | None, config_file: str | None,
         fail(str(exc))
     try:
         yield store, settings
-    except StoreError as exc:
+    except (StoreError, KeyringError, config.ConfigError) as exc:  # keys and their settings are read when needed
         fail(str(exc))
     finally:
         store.close()

@@ -16,6 +16,7 @@ from pathlib import Path
 import click
 
 from voxtrail.cli.output import fail, print_json
+from voxtrail.cli.params import LocalPath
 
 DEFAULT_DB_PATH = "voxtrail-demo.db"
 DEFAULT_EVENTS = 100_000
@@ -39,7 +40,7 @@ def _fill(store, spec, quiet: bool) -> tuple[int, float]:
 
 
 @click.command("demo")
-@click.option("--db", "db_path", metavar="PATH", default=DEFAULT_DB_PATH, show_default=True,
+@click.option("--db", "db_path", metavar="PATH", type=LocalPath(text=True), default=DEFAULT_DB_PATH, show_default=True,
               help="SQLite file to create (or reuse: the same month is not stored twice).")
 @click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True,
               help="Port on 127.0.0.1 to serve the dashboard on; 0 picks a free one.")
@@ -48,7 +49,8 @@ def _fill(store, spec, quiet: bool) -> tuple[int, float]:
               help="Length of the generated period, ending at the current hour.")
 @click.option("--events", type=click.IntRange(0, 50_000_000), default=DEFAULT_EVENTS, show_default=True,
               help="Number of generations to create (100,000 take a few seconds).")
-@click.option("--seed", type=int, default=0, show_default=True, help="Random seed of the synthetic data.")
+@click.option("--seed", type=click.IntRange(0, 2**63 - 1), default=0, show_default=True,
+              help="Random seed of the synthetic data.")
 @click.option("--json", "as_json", is_flag=True, help="Print the database, URL and credentials as JSON.")
 def demo_command(db_path, port, no_serve, days, events, seed, as_json) -> None:
     """Create a demo database with a realistic month of generations and serve the dashboard.
@@ -58,12 +60,18 @@ def demo_command(db_path, port, no_serve, days, events, seed, as_json) -> None:
     printed once; the dashboard is served on http://127.0.0.1:PORT until Ctrl-C.
     """
     from voxtrail.demo.synthetic import NODES, SyntheticMonth
+    from voxtrail.localfs import LocalFileError, check_regular_file
     from voxtrail.store import Store, StoreError, accounts
 
     path = Path(db_path)
-    if path.is_dir():
-        fail(f"{db_path} is a directory: pass a file name with --db")
-    url = f"sqlite:///{path.resolve()}"
+    try:
+        if path.exists():
+            check_regular_file(path, "demo database")
+        url = f"sqlite:///{path.resolve()}"
+    except LocalFileError as exc:
+        fail(f"{exc}: pass a file name with --db")
+    except OSError as exc:  # a name too long for the file system
+        fail(f"cannot use {db_path} as the demo database: {exc.strerror or exc}")
     if not no_serve and port:
         from voxtrail.cli.serve_cmd import bind_socket
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import glob
 import os
 import signal
 import threading
@@ -9,7 +10,8 @@ import threading
 import click
 
 from voxtrail.cli.common import import_options, opened_store
-from voxtrail.cli.output import byte_progress, err_console, fail, print_json, print_json_line
+from voxtrail.cli.output import byte_progress, err_console, fail, plain, print_json, print_json_line
+from voxtrail.cli.params import Seconds
 from voxtrail.sources.files import reader
 from voxtrail.sources.files.importer import Importer, UnusablePath, Summary, expand_paths
 
@@ -26,7 +28,8 @@ def register(app: click.Group) -> None:
 @import_options
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary (imported, duplicates, rejected, ...) on stdout.")
 @click.option("--progress/--no-progress", default=True, help="Show a progress bar on a terminal.")
-@click.option("--chunk-bytes", type=click.IntRange(min=4096), default=reader.CHUNK_BYTES, hidden=True)
+@click.option("--chunk-bytes", type=click.IntRange(4096, 64 << 20), default=reader.CHUNK_BYTES,
+              hidden=True)
 def import_command(paths, db, fmt, tz, config_file, as_json, progress, chunk_bytes) -> None:
     """Import log files (paths or quoted globs such as 'logs/tts.log*'), exactly once.
 
@@ -50,7 +53,7 @@ def import_command(paths, db, fmt, tz, config_file, as_json, progress, chunk_byt
 @click.argument("paths", nargs=-1, required=True, metavar="PATH...")
 @import_options
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object per import pass that stored something.")
-@click.option("--interval", type=click.FloatRange(min=0.05), default=1.0, show_default=True,
+@click.option("--interval", type=Seconds(0.05, 3600), default=1.0, show_default=True,
               help="Seconds between checks when no file event arrives.")
 def tail_command(paths, db, fmt, tz, config_file, as_json, interval) -> None:
     """Follow log files: import new lines as they are written, through rotations.
@@ -60,15 +63,18 @@ def tail_command(paths, db, fmt, tz, config_file, as_json, interval) -> None:
     """
     from voxtrail.sources.files.follow import follow  # watchdog: only when following
 
+    named = [p for p in paths if not glob.has_magic(p) and os.path.lexists(p)]
+    if named:
+        _expand(named)  # a directory or FIFO named on its own is a mistake now, not skipped forever
     with opened_store(db, tz, config_file) as (store, settings):
         importer = Importer(store, fmt=fmt, tz=settings.tz)
         stop = threading.Event()
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda *_: stop.set())
         if not as_json:
-            err_console.print(f"following {', '.join(paths)} into {store.display_url} (Ctrl-C to stop)")
+            err_console.print(plain(f"following {', '.join(paths)} into {store.display_url} (Ctrl-C to stop)"))
         follow(importer, paths, stop=stop, poll_interval=interval, on_pass=lambda s: _report_pass(s, as_json),
-               on_error=lambda exc: err_console.print(f"[yellow]waiting for the database[/yellow]: {exc}"))
+               on_error=lambda exc: err_console.print(f"[yellow]waiting for the database[/yellow]: {plain(exc)}"))
 
 
 def _expand(paths: list[str]) -> list[str]:
@@ -91,14 +97,14 @@ def _report(summary: Summary, as_json: bool) -> None:
         return
     for f in summary.files:
         if f.status == "error":
-            err_console.print(f"[red]error[/red]: {f.message}")
+            err_console.print(f"[red]error[/red]: {plain(f.message)}")
     from rich.table import Table
 
     table = Table(box=None, show_header=True, header_style="bold")
     for column in ("file", "format", "imported", "duplicates", "rejected"):
         table.add_column(column, justify="left" if column in ("file", "format") else "right")
     for f in summary.files:
-        table.add_row(f.path, f.format or "-", f"{f.imported:,}", f"{f.duplicates:,}", f"{f.rejected:,}")
+        table.add_row(plain(f.path), f.format or "-", f"{f.imported:,}", f"{f.duplicates:,}", f"{f.rejected:,}")
     err_console.print(table)
     rate = summary.total("imported") / summary.seconds if summary.seconds else 0
     err_console.print(
@@ -115,7 +121,7 @@ def _report_pass(summary: Summary, as_json: bool) -> None:
         return
     for f in summary.files:
         if f.status == "error":
-            err_console.print(f"[red]error[/red]: {f.message}")
+            err_console.print(f"[red]error[/red]: {plain(f.message)}")
         elif f.imported or f.rejected:
-            err_console.print(f"{f.path}: +{f.imported} events" + (f", {f.rejected} rejected" if f.rejected else ""))
+            err_console.print(plain(f"{f.path}: +{f.imported} events" + (f", {f.rejected} rejected" if f.rejected else "")))
 

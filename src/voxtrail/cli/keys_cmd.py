@@ -16,23 +16,25 @@ import sqlalchemy as sa
 from voxtrail import config
 from voxtrail.cli.common import config_option, db_options, opened_store
 from voxtrail.cli.output import err_console, fail, print_json
+from voxtrail.cli.params import LocalPath, Name, Seconds
 from voxtrail.keys import (
     ENV_KEY_FILE, ENV_KEYS, Keyring, KeyringError, append_key, create_key_file, format_key_line,
     key_file_path, new_key, new_key_id, read_key_file, remove_key,
 )
+from voxtrail.localfs import exists
 from voxtrail.store import Store
 from voxtrail.store.engine import first_line
 from voxtrail.store.reencrypt import DEFAULT_BATCH, ReencryptState, key_usage, load_state, reencrypt
 from voxtrail.transforms.encrypt import DecryptionError
 
 key_file_option = click.option(
-    "--key-file", metavar="PATH", envvar=ENV_KEY_FILE,
+    "--key-file", metavar="PATH", type=LocalPath(), envvar=ENV_KEY_FILE,
     help=f"The key file. Env: {ENV_KEY_FILE}; else [keys] file in the config; default ~/.config/voxtrail/keys.",
 )
 batch_options = [
-    click.option("--batch-size", type=click.IntRange(1), default=DEFAULT_BATCH, show_default=True,
+    click.option("--batch-size", type=click.IntRange(1, 1_000_000), default=DEFAULT_BATCH, show_default=True,
                  help="Rows per transaction: each batch is short and committed with its progress."),
-    click.option("--pause", type=click.FloatRange(0), default=0.0, metavar="SECONDS",
+    click.option("--pause", type=Seconds(0, 3600), default=0.0, metavar="SECONDS",
                  help="Wait between batches, to leave room to other clients of a busy database."),
     click.option("--json", "as_json", is_flag=True, help="Print the pass's final state as JSON."),
 ]
@@ -84,12 +86,15 @@ _ENV_HELP = (f"edit {ENV_KEYS} yourself (a new key goes last: 'voxtrail keys gen
               help="Also print the new key line (id:base64key) on stdout, e.g. for a password manager.")
 def keys_init(key_file, config_file, print_key) -> None:
     """Create the key file with one new key (mode 0600); never overwrites one."""
-    path = key_file_path(_settings(config_file), key_file)
-    if path.exists():
-        fail(f"key file {path} already exists: voxtrail never overwrites keys; "
-             f"add one with 'voxtrail keys rotate'")
+    settings = _settings(config_file)
     try:
+        path = key_file_path(settings, key_file)
+        if exists(path):
+            fail(f"key file {path} already exists: voxtrail never overwrites keys; "
+                 f"add one with 'voxtrail keys rotate'")
         kid = create_key_file(path)
+    except KeyringError as exc:
+        fail(str(exc))
     except FileExistsError:
         fail(f"key file {path} was just created by another process: voxtrail never overwrites keys")
     except OSError as exc:
@@ -181,7 +186,7 @@ def keys_rotate(key_file, db, config_file, batch_size, pause, as_json, no_reencr
     _refuse_env_keys("rotate")
     with opened_store(db, None, config_file) as (store, settings):
         path = key_file_path(settings, key_file)
-        if not path.exists():
+        if not exists(path):
             fail(f"no key file at {path}: create one with 'voxtrail keys init'")
         added = {}
         if not resume:
@@ -278,7 +283,7 @@ def _progress(enabled: bool) -> Iterator[Callable[[ReencryptState], None]]:
 
 
 @keys_group.command("retire")
-@click.argument("kid")
+@click.argument("kid", type=Name())
 @key_file_option
 @db_options
 def keys_retire(kid, key_file, db, config_file) -> None:

@@ -31,7 +31,7 @@ def print_listing(records: Sequence[Any], *, as_json: bool, empty: str, columns:
         table.add_column(column, no_wrap=True)
     for record in records:
         table.add_row(*row(record))
-    out = Console(highlight=False)
+    out = Console(highlight=False, markup=False)  # names and asked texts are shown, never parsed as markup
     if not out.is_terminal:  # a pipe or a file: never truncate what scripts read
         out.width = 200
     out.print(table)

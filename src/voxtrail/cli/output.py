@@ -2,20 +2,38 @@
 
 from __future__ import annotations
 
+import re
 import sys
 from contextlib import contextmanager
 from typing import Callable, Iterator, NoReturn
 
 import orjson
 from rich.console import Console
+from rich.markup import escape
 
 err_console = Console(stderr=True, highlight=False)
 
+#: Characters that would break a message's one line (or drive the terminal): line ends, other
+#: control characters, Unicode's line and paragraph separators.
+_BREAKS = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def one_line(text: str) -> str:
+    """``text`` with line breaks and control characters shown as escapes (``\\n``)."""
+    return _BREAKS.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
+
 
 def fail(message: str, code: int = 1) -> NoReturn:
-    """Print one line on stderr and exit: the only way the CLI reports a user's error."""
-    print(f"voxtrail: error: {message}", file=sys.stderr)
+    """Print one line on stderr and exit: the only way the CLI reports a user's error. Values in
+    the message (a file name, a flag's value) cannot break the line."""
+    print(f"voxtrail: error: {one_line(message)}", file=sys.stderr)
     raise SystemExit(code)
+
+
+def plain(text: str) -> str:
+    """``text`` for a rich markup string: a path or value with ``[`` in it is shown, not parsed
+    (``[/x]`` would otherwise stop the command with a MarkupError)."""
+    return escape(str(text))
 
 
 def print_json(obj) -> None:

@@ -6,14 +6,15 @@ import click
 
 from voxtrail.cli.common import db_options, opened_store
 from voxtrail.cli.output import count_progress, err_console, fail, print_json
+from voxtrail.cli.params import Age
 
 
 @click.command("purge")
 @db_options
-@click.option("--audit", metavar="AGE",
+@click.option("--audit", type=Age("retention audit"), metavar="AGE",
               help="Keep audit events (with user_id or text_input) this long: 180d (default), 26w, 72h, off. "
                    "Env: VOXTRAIL_RETENTION_AUDIT; TOML [retention] audit.")
-@click.option("--operations", metavar="AGE",
+@click.option("--operations", type=Age("retention operations"), metavar="AGE",
               help="Keep operations events (no user or text) and quarantined rejects this long: 90d (default), "
                    "off. Env: VOXTRAIL_RETENTION_OPERATIONS; TOML [retention] operations.")
 @click.option("--dry-run", is_flag=True, help="Count what would be deleted; delete nothing.")

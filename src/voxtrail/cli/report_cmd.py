@@ -6,6 +6,7 @@ import click
 
 from voxtrail.cli.common import db_options, opened_store
 from voxtrail.cli.output import fail, print_json
+from voxtrail.cli.params import Name, When, Zone
 
 #: Panels printed as tables, in order (``--json`` prints every panel).
 TABLES = ("summary", "daily", "by_emotion", "by_text_length", "percentiles", "errors", "by_node", "by_model")
@@ -13,16 +14,16 @@ _UNIT_SUFFIX = {"%": " %", "ms": " ms", "s": " s", "x": "x"}
 
 
 def _dimension(name: str, help_text: str):
-    return click.option(f"--{name.replace('_', '-')}", name, multiple=True, metavar="VALUE",
+    return click.option(f"--{name.replace('_', '-')}", name, type=Name(), multiple=True, metavar="VALUE",
                         help=f"Only {help_text} (repeat, or separate with commas, for several).")
 
 
 @click.command("report")
 @db_options
-@click.option("--since", default="7d", show_default=True, metavar="TIME",
+@click.option("--since", type=When(), default="7d", show_default=True, metavar="TIME",
               help="Start: ISO-8601 (2026-11-01, 2026-11-01T08:00+08:00) or relative to now (90m, 36h, 7d, 2w).")
-@click.option("--until", metavar="TIME", help="End (same forms as --since). Default: now.")
-@click.option("--tz", metavar="ZONE", default="UTC", show_default=True,
+@click.option("--until", type=When(), metavar="TIME", help="End (same forms as --since). Default: now.")
+@click.option("--tz", type=Zone(), metavar="ZONE", default="UTC", show_default=True,
               help="Time zone of days and hours (IANA name, e.g. Asia/Shanghai); also read into times without offset.")
 @_dimension("node", "these nodes")
 @_dimension("model", "these models")
@@ -49,6 +50,8 @@ def report_command(db, config_file, since, until, tz, node, model, model_version
         filters = Filters.from_params({k: v for k, v in params.items() if v})
     except ValueError as exc:
         fail(str(exc))
+    except OverflowError:  # a time without offset that --tz moves out of years 1-9999
+        fail(f"--since {since!r} or --until {until!r} is out of range in time zone {tz}")
     with opened_store(db, None, config_file) as (store, _):
         result = dashboard(store, filters, None if as_json else TABLES, messages=True)
         url = store.display_url
@@ -73,13 +76,15 @@ def _cell(value, unit: str | None) -> str:
 def _print_tables(url: str, filters, result: dict, titles: dict[str, str]) -> None:
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
-    out = Console(highlight=False)
+    out = Console(highlight=False, markup=False)  # stored values ("[/x]") are shown, never parsed as markup
     scope = ", ".join(f"{k}={','.join(v)}" for k, v in filters.active().items()) or "all calls"
     out.print(f"{url}: {result['since']} .. {result['until']} ({filters.tz}), {scope}")
     for name, panel in result["panels"].items():
         if panel["empty"]:
-            out.print(f"\n[bold]{titles[name]}[/bold]: no calls in this range")
+            out.print()
+            out.print(Text.assemble((titles[name], "bold"), ": no calls in this range"))
             continue
         table = Table(title=titles[name], title_justify="left", header_style="bold")
         units = panel["units"]

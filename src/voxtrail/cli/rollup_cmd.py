@@ -8,6 +8,7 @@ import click
 
 from voxtrail.cli.common import db_options, opened_store
 from voxtrail.cli.output import err_console, fail, print_json
+from voxtrail.cli.params import When
 
 
 @click.group("rollup")
@@ -21,7 +22,7 @@ def rollup_command() -> None:
 
 @rollup_command.command("rebuild")
 @db_options
-@click.option("--since", metavar="TIME",
+@click.option("--since", type=When(), metavar="TIME",
               help="Only days from this UTC time on (ISO-8601 or relative like 7d). Default: all stored events.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as a JSON object.")
 def rebuild_command(db, config_file, since, as_json) -> None:

@@ -9,36 +9,12 @@ from __future__ import annotations
 import ipaddress
 import socket
 import sys
-from pathlib import Path
 
 import click
 
 from voxtrail.cli.common import db_options, opened_store
 from voxtrail.cli.output import fail
-
-SIZE_UNITS = {"": 1, "b": 1, "k": 1024, "kib": 1024, "kb": 1000, "m": 1024**2, "mib": 1024**2, "mb": 1000**2,
-              "g": 1024**3, "gib": 1024**3, "gb": 1000**3}
-
-
-class ByteSize(click.ParamType):
-    """``10MiB``, ``512k``, ``1048576``: a number of bytes."""
-
-    name = "size"
-
-    def convert(self, value, param, ctx):
-        if isinstance(value, int):
-            return value
-        text = str(value).strip().lower().replace(" ", "")
-        digits = text.rstrip("abcdefghijklmnopqrstuvwxyz")
-        unit = text[len(digits):]
-        try:
-            number = float(digits)
-        except ValueError:
-            number = -1
-        if unit not in SIZE_UNITS or number <= 0:
-            self.fail(f"{value!r} is not a size: use e.g. 10MiB, 512k or 1048576", param, ctx)
-        return int(number * SIZE_UNITS[unit])
-
+from voxtrail.cli.params import Age, ByteSize, LocalPath, Name, Seconds
 
 def is_loopback(host: str) -> bool:
     if host == "localhost":
@@ -55,6 +31,8 @@ def bind_socket(host: str, port: int) -> socket.socket:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     except socket.gaierror as exc:
         fail(f"cannot listen on {host}: {exc.strerror}")
+    except UnicodeError:  # the IDNA encoding of a name such as '..' or a 64-character label
+        fail(f"cannot listen on {host!r}: not a host name or an IP address")
     family, kind, proto, _, address = infos[0]
     # proto must say IPPROTO_TCP: asyncio sets TCP_NODELAY on accepted connections only then, and
     # without it every response on a kept-alive connection waits ~40 ms for a delayed ACK.
@@ -118,7 +96,7 @@ def run_server(settings, store, *, certfile: str | None = None, keyfile: str | N
 
 @click.command("serve")
 @db_options
-@click.option("--host", default="127.0.0.1", show_default=True, envvar="VOXTRAIL_HOST", show_envvar=True,
+@click.option("--host", type=Name(), default="127.0.0.1", show_default=True, envvar="VOXTRAIL_HOST", show_envvar=True,
               help="Address to listen on. Anything but loopback is refused until a user exists.")
 @click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True, envvar="VOXTRAIL_PORT",
               show_envvar=True, help="Port to listen on (0: any free port).")
@@ -131,22 +109,23 @@ def run_server(settings, store, *, certfile: str | None = None, keyfile: str | N
                    "the others are summed as __other__.")
 @click.option("--max-body", type=ByteSize(), default="10MiB", show_default=True, envvar="VOXTRAIL_MAX_BODY",
               show_envvar=True, help="Largest body POST /api/v1/events accepts (413 beyond).")
-@click.option("--certfile", type=click.Path(dir_okay=False), envvar="VOXTRAIL_CERTFILE", show_envvar=True,
+@click.option("--certfile", type=LocalPath(), envvar="VOXTRAIL_CERTFILE", show_envvar=True,
               help="TLS certificate (PEM): serve HTTPS; cookies are then Secure.")
-@click.option("--keyfile", type=click.Path(dir_okay=False), envvar="VOXTRAIL_KEYFILE", show_envvar=True,
+@click.option("--keyfile", type=LocalPath(), envvar="VOXTRAIL_KEYFILE", show_envvar=True,
               help="TLS private key (PEM) for --certfile.")
 @click.option("--secure-cookies", is_flag=True, envvar="VOXTRAIL_SECURE_COOKIES", show_envvar=True,
               help="Mark cookies Secure without --certfile: for a TLS-terminating proxy in front.")
-@click.option("--purge-every", default="1d", show_default=True, envvar="VOXTRAIL_PURGE_EVERY", show_envvar=True,
+@click.option("--purge-every", type=Age("--purge-every"), default="1d", show_default=True,
+              envvar="VOXTRAIL_PURGE_EVERY", show_envvar=True,
               metavar="AGE", help="Apply retention ('voxtrail purge', ages from [retention]) this often: 1d, 12h, "
                                   "or off. The first run is a minute after start.")
 @click.option("--forwarded-allow-ips", default="", envvar="VOXTRAIL_FORWARDED_ALLOW_IPS", show_envvar=True,
               metavar="IPS", help="Reverse proxies (addresses or networks, comma-separated) whose X-Forwarded-For "
                                   "and X-Forwarded-Proto are believed. Default: none.")
-@click.option("--header-timeout", type=click.FloatRange(min=0.1, max=3600), default=10, show_default=True,
+@click.option("--header-timeout", type=Seconds(0.1, 3600), default=10, show_default=True,
               envvar="VOXTRAIL_HEADER_TIMEOUT", show_envvar=True, metavar="SECONDS",
               help="A request's line and headers must arrive within this time (408 and closed otherwise).")
-@click.option("--body-timeout", type=click.FloatRange(min=0.1, max=86400), default=60, show_default=True,
+@click.option("--body-timeout", type=Seconds(0.1, 86400), default=60, show_default=True,
               envvar="VOXTRAIL_BODY_TIMEOUT", show_envvar=True, metavar="SECONDS",
               help="A request's body must arrive within this time after its headers (408 and closed otherwise).")
 @click.option("--log-level", type=click.Choice(["critical", "error", "warning", "info", "debug"]), default="info",
@@ -160,6 +139,7 @@ def serve_command(db, config_file, host, port, metrics_access, metrics_label_val
     voxtrail serve --db postgresql://tts@db/tts  # http://127.0.0.1:8000/
     voxtrail serve --host 0.0.0.0 --certfile cert.pem --keyfile key.pem
     """
+    from voxtrail.localfs import LocalFileError, check_regular_file
     from voxtrail.store import accounts
     from voxtrail.web.middleware import parse_networks
     from voxtrail.web.settings import WebSettings
@@ -171,8 +151,10 @@ def serve_command(db, config_file, host, port, metrics_access, metrics_label_val
     if bool(certfile) != bool(keyfile):
         fail("--certfile and --keyfile go together: give both to serve HTTPS")
     for path in filter(None, (certfile, keyfile)):
-        if not Path(path).is_file():
-            fail(f"TLS file {path} does not exist")
+        try:
+            check_regular_file(path, "TLS file")  # a FIFO would hang the TLS set-up
+        except LocalFileError as exc:
+            fail(str(exc))
     from voxtrail.config import ConfigError
     from voxtrail.store import purge
 
@@ -191,7 +173,7 @@ def serve_command(db, config_file, host, port, metrics_access, metrics_label_val
                                    secure_cookies=secure_cookies or bool(certfile),
                                    retention=retention, purge_every=every, forwarded_allow_ips=proxies,
                                    header_timeout=header_timeout, body_timeout=body_timeout)
-        except ValueError as exc:  # e.g. a timeout of nan, which FloatRange lets through
+        except ValueError as exc:  # the settings check their values too (the flags' types did already)
             fail(str(exc))
         try:
             run_server(settings, store, certfile=certfile, keyfile=keyfile, log_level=log_level)

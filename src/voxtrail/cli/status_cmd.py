@@ -28,7 +28,7 @@ def status_command(db, config_file, as_json) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    out = Console(highlight=False)
+    out = Console(highlight=False, markup=False)  # stream paths are shown as they are, never as markup
 
     span = f"{status.first_ts} .. {status.last_ts} UTC" if status.events else "no events yet"
     out.print(f"{url}\n{status.events:,} events ({status.failed:,} failed), {span}; "

@@ -11,6 +11,7 @@ import click
 from voxtrail.cli.common import db_options, opened_store
 from voxtrail.cli.listing import print_listing, utc_text
 from voxtrail.cli.output import fail, print_json
+from voxtrail.cli.params import Name
 
 
 @click.group("token")
@@ -19,7 +20,7 @@ def token_group() -> None:
 
 
 @token_group.command("create")
-@click.argument("name")
+@click.argument("name", type=Name())
 @click.option("--scope", type=click.Choice(["ingest", "read"]), default="ingest", show_default=True,
               help="ingest: POST /api/v1/events; read: scrape /metrics.")
 @db_options
@@ -59,7 +60,7 @@ def token_list(db, config_file, as_json) -> None:
 
 
 @token_group.command("revoke")
-@click.argument("name_or_id", metavar="NAME|ID")
+@click.argument("name_or_id", metavar="NAME|ID", type=Name())
 @db_options
 def token_revoke(name_or_id, db, config_file) -> None:
     """Revoke a token by name or id: requests with it are refused from now on."""

@@ -13,6 +13,7 @@ import click
 from voxtrail.cli.common import db_options, opened_store
 from voxtrail.cli.listing import print_listing, utc_text
 from voxtrail.cli.output import fail, print_json
+from voxtrail.cli.params import Name
 
 ROLE_CHOICE = click.Choice(["viewer", "auditor", "admin"])
 
@@ -24,10 +25,19 @@ def read_password(password_stdin: bool, prompt: str = "Password") -> str:
         password = line[:-1] if line.endswith("\n") else line
         if not password:
             fail("no password on standard input")
-        return password.removesuffix("\r")
+        return _text(password.removesuffix("\r"))
     if not sys.stdin.isatty():
         fail("no terminal to ask for a password: pass --password-stdin and write it to standard input")
-    return click.prompt(prompt, hide_input=True, confirmation_prompt=True)
+    return _text(click.prompt(prompt, hide_input=True, confirmation_prompt=True))
+
+
+def _text(password: str) -> str:
+    # Bytes that are not UTF-8 arrive as lone surrogates, which no password hash can encode.
+    try:
+        password.encode("utf-8")
+    except UnicodeEncodeError:
+        fail("the password is not UTF-8 text: check the terminal's or the file's encoding")
+    return password
 
 
 password_stdin_option = click.option(
@@ -50,7 +60,7 @@ def _accounts_call(fn, *args):
 
 
 @user_group.command("add")
-@click.argument("name")
+@click.argument("name", type=Name())
 @click.option("--role", type=ROLE_CHOICE, required=True,
               help="viewer: aggregates only; auditor: also events and their text; admin: also users and tokens.")
 @password_stdin_option
@@ -71,7 +81,7 @@ def user_add(name, role, password_stdin, db, config_file, as_json) -> None:
 
 
 @user_group.command("remove")
-@click.argument("name")
+@click.argument("name", type=Name())
 @db_options
 def user_remove(name, db, config_file) -> None:
     """Delete user NAME and end their sessions at once."""
@@ -83,7 +93,7 @@ def user_remove(name, db, config_file) -> None:
 
 
 @user_group.command("passwd")
-@click.argument("name")
+@click.argument("name", type=Name())
 @password_stdin_option
 @db_options
 def user_passwd(name, password_stdin, db, config_file) -> None:
@@ -99,7 +109,7 @@ def user_passwd(name, password_stdin, db, config_file) -> None:
 
 
 @user_group.command("role")
-@click.argument("name")
+@click.argument("name", type=Name())
 @click.argument("role", type=ROLE_CHOICE)
 @db_options
 def user_role(name, role, db, config_file) -> None:

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import click
 import orjson
 
 from voxtrail.cli.common import db_options, opened_store
 from voxtrail.cli.output import count_progress, err_console, fail, print_json
+from voxtrail.cli.params import LocalPath
 
 EXIT_BROKEN = 3
 
@@ -17,7 +17,7 @@ EXIT_BROKEN = 3
 @db_options
 @click.option("--export", "export", is_flag=True,
               help="After a successful check, print a checkpoint (JSON) for a third party to keep.")
-@click.option("--checkpoint", "checkpoint_file", metavar="FILE", type=click.Path(dir_okay=False),
+@click.option("--checkpoint", "checkpoint_file", metavar="FILE", type=LocalPath(),
               help="Also prove that nothing up to this earlier checkpoint was rewritten.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 def verify_command(db, config_file, export, checkpoint_file, as_json) -> None:
@@ -54,10 +54,12 @@ def verify_command(db, config_file, export, checkpoint_file, as_json) -> None:
 
 
 def _read_checkpoint(path: str) -> dict:
+    from voxtrail.localfs import LocalFileError, read_small_file
+
     try:
-        data = orjson.loads(Path(path).read_bytes())
-    except FileNotFoundError:
-        fail(f"checkpoint file {path} does not exist")
+        data = orjson.loads(read_small_file(path, "checkpoint file")[0])
+    except LocalFileError as exc:
+        fail(str(exc))
     except orjson.JSONDecodeError as exc:
         fail(f"checkpoint file {path} is not JSON: {exc}")
     if not isinstance(data, dict):

@@ -31,8 +31,9 @@ import re
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from typing import Any, Mapping
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
+from voxtrail.config import SHOWN_CHARS, is_zone, shown
 from voxtrail.event import FIELDS_BY_NAME
 
 DIMENSIONS = ("node", "model", "model_version", "emotion", "emotion_control", "status")
@@ -47,12 +48,8 @@ MAX_SPAN = timedelta(days=3660)
 #: has no local time in zones east of UTC (nor a next hour to round up to).
 EARLIEST = datetime(1970, 1, 1, tzinfo=timezone.utc)
 LATEST = datetime(9999, 1, 1, tzinfo=timezone.utc)
-#: The longest IANA zone name is 32 characters; a longer one is refused before any file lookup.
-MAX_ZONE_CHARS = 64
 #: Values one dimension filter may keep (node=a,b,...): a menu's worth, and a bounded SQL IN list.
 MAX_VALUES = 100
-#: Characters of a refused value repeated in its error message.
-SHOWN_CHARS = 40
 
 
 def floor_hour(t: datetime) -> datetime:
@@ -68,20 +65,12 @@ def utc_now() -> datetime:
     return datetime.now(timezone.utc)
 
 
-def shown(value: Any) -> str:
-    """A value as an error message repeats it: quoted, and cut short when long."""
-    text = repr(value)
-    return text if len(text) <= SHOWN_CHARS else text[:SHOWN_CHARS] + "…"
-
-
 def parse_zone(name: str, param: str = "tz") -> ZoneInfo:
     """The IANA zone ``name``; ValueError naming ``param`` for anything else (a directory of the
-    zone database such as ``Etc``, a file that is not a zone, a name too long for a file)."""
-    if 0 < len(name) <= MAX_ZONE_CHARS:
-        try:
-            return ZoneInfo(name)
-        except (ZoneInfoNotFoundError, ValueError, OSError):
-            pass
+    zone database such as ``Etc``, a file that is not a zone, a name too long for a file): the
+    check is :func:`voxtrail.config.is_zone`, the one every flag, variable and key goes through."""
+    if is_zone(name):
+        return ZoneInfo(name)
     raise ValueError(f"{param}: unknown time zone {shown(name)} (use an IANA name such as UTC or Europe/Berlin)")
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import atexit
 import logging
 import os
+import tempfile
 import threading
 import weakref
 from random import getrandbits
@@ -23,7 +24,7 @@ import orjson
 from voxtrail.event import FIELD_NAMES, STORE_FIELDS
 from voxtrail.redact import mask_url
 from voxtrail.recorder.shipper import Drain, Shipper
-from voxtrail.recorder.spool import SpoolFull, SpoolWriter, SubSpool, ensure_private_dir
+from voxtrail.recorder.spool import SpoolFull, SpoolWriter, SubSpool, UntrustedPath, prepare_spool_dir
 from voxtrail.recorder.stats import RateLimitedWarning, Stats
 from voxtrail.recorder.transports import Transport
 from voxtrail.transforms.mask import Masker, default_masker
@@ -145,14 +146,19 @@ class Recorder:
         self._masker = _resolve_masker(mask)
         self._new_transport, destination = _transport_factory(db, url, token, redis, stream, http_timeout)
         self.spool_dir = Path(spool_dir) if spool_dir is not None else default_spool_dir()
-        ensure_private_dir(self.spool_dir)
+        #: Why the configured spool directory was refused (None when it is in use).
+        self.spool_problem: str | None = None
+        try:
+            prepare_spool_dir(self.spool_dir)
+        except UntrustedPath as exc:
+            self._use_private_spool(str(exc))
         self._claim_spool(destination)
         self._options = dict(fsync=fsync, fsync_interval=fsync_interval, max_spool_bytes=max_spool_bytes,
                              segment_bytes=segment_bytes, batch_size=batch_size, flush_interval=flush_interval,
                              max_backoff=max_backoff)
         self.close_timeout = close_timeout
         self._defaults = dict(defaults or {})
-        self._stats = Stats()
+        self._stats = self._new_stats()
         self._full_warning = RateLimitedWarning()
         self._closed = False
         self._fork_lock = threading.Lock()
@@ -160,6 +166,15 @@ class Recorder:
         ref = weakref.ref(self)
         self._atexit = lambda: (r := ref()) is not None and r.close()
         atexit.register(self._atexit)
+
+    def _use_private_spool(self, problem: str) -> None:
+        """Another user could have written into the spool directory: nothing in it is read or
+        shipped. Recording goes on in a new private directory (mkdtemp: 0700, a fresh name), so the
+        service neither fails nor loses what the destination can take."""
+        self.spool_problem = problem
+        self.spool_dir = Path(tempfile.mkdtemp(prefix="voxtrail-spool-"))
+        log.error("voxtrail: %s. This Recorder spools in %s instead until that is fixed: what it has not "
+                  "delivered when its process ends stays there", problem, self.spool_dir)
 
     def _claim_spool(self, destination: str) -> None:
         """One spool directory serves one destination: an adopted orphan goes where it was meant to."""
@@ -174,6 +189,12 @@ class Recorder:
             return
         with os.fdopen(fd, "w") as f:
             f.write(destination + "\n")
+
+    def _new_stats(self) -> Stats:
+        stats = Stats()
+        if self.spool_problem:
+            stats.problem(self.spool_problem)
+        return stats
 
     def _start(self) -> None:
         o = self._options
@@ -203,7 +224,7 @@ class Recorder:
                             "batches) cannot run in a child forked after it ran, so this process's events "
                             "may only be delivered after it exits. Create the Recorder after fork() "
                             "(gunicorn: in post_fork), or record nothing before forking.")
-            self._stats = Stats()
+            self._stats = self._new_stats()
             self._start()
 
     # -- recording -------------------------------------------------------------------------
@@ -273,6 +294,7 @@ class Recorder:
         out["recorded"] = self._writer.frames
         out["spooled_bytes"] = self._writer.spooled_bytes
         out["spool"] = str(self._sub.path)
+        out["spool_problem"] = self.spool_problem
         return out
 
     def close(self, timeout: float | None = None) -> bool:
@@ -298,7 +320,19 @@ class Recorder:
             self._sub.release()
         for drain in self._shipper.orphans:
             drain.sub.release()
+        if self.spool_problem and delivered:
+            self._remove_private_spool()
         return delivered
+
+    def _remove_private_spool(self) -> None:
+        """Everything was delivered: remove the directory unless other processes (forked workers)
+        still spool in it, or it holds events a collector refused (rejected/)."""
+        try:
+            if os.listdir(self.spool_dir) == ["destination"]:
+                (self.spool_dir / "destination").unlink()
+                self.spool_dir.rmdir()
+        except OSError as exc:
+            log.warning("voxtrail: cannot remove the private spool %s: %s", self.spool_dir, exc.strerror or exc)
 
     def __enter__(self) -> "Recorder":
         return self

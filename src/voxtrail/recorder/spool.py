@@ -20,6 +20,10 @@ Each process writes its own sub-spool (so gunicorn workers never contend for a f
 its lock; a sub-spool whose lock is free belongs to a dead process and is adopted: its events
 are shipped by whoever takes the lock, then the directory is removed. A sub-spool is created
 under a hidden name and renamed only once its lock is held, so nobody adopts a live one.
+
+Whatever is adopted is shipped with the Recorder's credentials, so a spool directory is used only
+if no other local user can have written into it (:func:`prepare_spool_dir`): it, every directory
+above it and everything in it must belong to the user running the Recorder or to root.
 """
 
 from __future__ import annotations
@@ -31,12 +35,16 @@ import mmap
 import os
 import secrets
 import socket
+import stat
 import struct
 import threading
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
+
+from voxtrail import localfs
+from voxtrail.localfs import UntrustedPath
 
 log = logging.getLogger("voxtrail.recorder")
 
@@ -50,6 +58,79 @@ def ensure_private_dir(path: Path) -> None:
     path.mkdir(mode=0o700, parents=True, exist_ok=True)
     if path.stat().st_mode & 0o077:
         os.chmod(path, 0o700)
+
+
+def prepare_spool_dir(path: Path) -> None:
+    """Make ``path`` a private spool directory, or refuse it with :class:`UntrustedPath`.
+
+    As ssh's StrictModes: the directory and every directory above it must belong to this user or
+    root, none writable by group or others (a sticky one such as /tmp excepted above), and so must
+    everything in it, one level into each sub-spool: another user who could write there could
+    plant a dead writer's sub-spool, and its forged events would be shipped with our credentials.
+    A directory of ours that group or others could enter is tightened to 0700 first.
+    """
+    fix = "use a spool directory of your own (spool_dir=, VOXTRAIL_SPOOL_DIR)"
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    st = os.stat(path)
+    if not _directory(st):
+        raise UntrustedPath(f"spool directory {path} is not a directory: {fix}")
+    if not localfs.trusted_uid(st.st_uid):
+        raise UntrustedPath(f"spool directory {path} belongs to {localfs.who(st.st_uid)}, not to "
+                            f"{localfs.who(os.geteuid())} who runs the Recorder: another user could plant events "
+                            f"in it; {fix}")
+    if st.st_mode & 0o077:
+        os.chmod(path, 0o700)
+    localfs.check_parents(path, "spool directory")
+    for entry, entry_st in _entries(path, depth=2):
+        if not localfs.trusted_uid(entry_st.st_uid):
+            raise UntrustedPath(f"spool directory {path} holds {entry.relative_to(path)}, which belongs to "
+                                f"{localfs.who(entry_st.st_uid)}: another user has written into it; remove what "
+                                f"is not yours after looking at it, or {fix}")
+        if _directory(entry_st) and entry_st.st_mode & 0o022:
+            raise UntrustedPath(f"spool directory {path} holds {entry.relative_to(path)}, which group or others "
+                                f"can write to (mode {stat.S_IMODE(entry_st.st_mode):04o}); remove it after looking at "
+                                f"it, or {fix}")
+
+
+def _directory(st: os.stat_result) -> bool:
+    return stat.S_ISDIR(st.st_mode)
+
+
+def _entries(directory: Path, depth: int) -> Iterator[tuple[Path, os.stat_result]]:
+    """(path, lstat) of what is in ``directory``, ``depth`` levels down (symbolic links not followed)."""
+    try:
+        names = os.listdir(directory)
+    except FileNotFoundError:
+        return
+    for name in names:
+        path = directory / name
+        try:
+            st = os.lstat(path)
+        except FileNotFoundError:  # removed meanwhile (a sub-spool delivered by its owner)
+            continue
+        yield path, st
+        if depth > 1 and _directory(st):
+            yield from _entries(path, depth - 1)
+
+
+def _orphan_trusted(path: Path) -> bool:
+    """A sub-spool this process may adopt: a real directory of this user's (or root's) that
+    nobody else can write to. :func:`prepare_spool_dir` checked the spool when the Recorder
+    started; this catches what appeared since."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return False
+    if _directory(st) and localfs.trusted_uid(st.st_uid) and not st.st_mode & 0o022:
+        return True
+    if path.name not in _refused_orphans:
+        _refused_orphans.add(path.name)
+        log.warning("voxtrail: not adopting %s: it belongs to %s (mode %04o), not to this user; its events are "
+                    "never shipped", path, localfs.who(st.st_uid), stat.S_IMODE(st.st_mode))
+    return False
+
+
+_refused_orphans: set[str] = set()
 
 
 def segment_name(number: int) -> str:
@@ -113,7 +194,7 @@ class SubSpool:
         except FileNotFoundError:
             return
         for name in names:
-            if not name.startswith("w-") or name in own:
+            if not name.startswith("w-") or name in own or not _orphan_trusted(spool_dir / name):
                 continue
             fd = try_lock(spool_dir / name / "lock")
             if fd is None:

@@ -72,6 +72,12 @@ class Stats:
             self._retry_warning.warn("voxtrail: cannot deliver events (%s); they stay spooled, retrying in %.1f s",
                                      message, backoff)
 
+    def problem(self, message: str) -> None:
+        """Say what is wrong without counting a retry (e.g. a refused spool directory)."""
+        with self._lock:
+            self.last_error = message
+            self.last_error_at = datetime.now(timezone.utc)
+
     def snapshot(self) -> dict[str, Any]:
         with self._lock:
             out: dict[str, Any] = dict(self._counts)

@@ -308,7 +308,8 @@ def revoke_token(engine: sa.Engine, name_or_id: str | int) -> Token:
         if isinstance(name_or_id, str) and is_valid_name(name_or_id):
             row = conn.execute(query.where(api_tokens.c.name == name_or_id,
                                            api_tokens.c.revoked_at.is_(None))).first()
-        if row is None and str(name_or_id).isdigit():
+        # ASCII digits that fit a BIGINT ('²'.isdigit() is true, and int() cannot read it).
+        if row is None and re.fullmatch(r"[0-9]{1,18}", str(name_or_id)):
             row = conn.execute(query.where(api_tokens.c.id == int(name_or_id))).first()
         if row is None:
             raise AccountError(f"no active token named {shown_name(name_or_id)} (see 'voxtrail token list')")

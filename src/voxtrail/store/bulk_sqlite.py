@@ -9,7 +9,8 @@ that runs while the next batch is parsed. Constants are written into the SQL as 
 NULL violations) skips duplicates. The transaction is the caller's (BEGIN IMMEDIATE).
 
 Scratch files live in a private temporary directory per writer (one writer per Store), removed
-by :meth:`SQLiteWriter.close`. The owner holds an flock on a file inside it for its whole life;
+by :meth:`SQLiteWriter.close`; a slot file is deleted as soon as the batch it holds is written,
+so no batch's text outlives its write on disk. The owner holds an flock on a file inside it for its whole life;
 the kernel drops that lock when a process dies, however it dies, so the next writer removes
 directories whose lock it can take: a killed import leaves nothing behind for long. A payload
 holds its slot file until the payload is dropped, so a slot is never refilled while a batch
@@ -185,11 +186,12 @@ class SQLiteWriter:
             return _Slot(os.path.join(self._dir, f"slot{self._made}.db"))
 
     def _give_back(self, slot: _Slot) -> None:
+        # The batch was written (or dropped): its rows, texts included, must not stay on disk
+        # until the slot is refilled, which for a Recorder or a tail may be never.
+        slot.discard()
         with self._lock:
             if self._dir is not None and os.path.dirname(slot.path) == self._dir:
                 self._free.append(slot)
-                return
-        slot.discard()  # its directory was closed meanwhile
 
     def encode(self, batch: PreparedBatch, rollup_delta: dict | None = None) -> Scratch:
         frame = batch.frame

@@ -32,18 +32,33 @@ from voxtrail.store.schema import chain_gaps, chain_links, tts_events, tts_rejec
 
 DEFAULT_AUDIT = "180d"
 DEFAULT_OPERATIONS = "90d"
-_AGE = re.compile(r"^\s*(\d+)\s*(d|w|h)?\s*$")
+#: ASCII digits only: ``\d`` would also take other scripts' digits.
+_AGE = re.compile(r"^\s*([0-9]+)\s*(d|w|h)?\s*$", re.ASCII | re.IGNORECASE)
 _UNIT = {"h": timedelta(hours=1), "d": timedelta(days=1), "w": timedelta(weeks=1), None: timedelta(days=1)}
+_FOREVER = ("off", "never", "0", "forever")
+#: The longest age: a century. Keeping data longer is "off", not a number of days.
+MAX_AGE = timedelta(days=36525)
 
 
-def parse_age(value: str | int | None, name: str) -> timedelta | None:
-    """``180d``, ``26w``, ``72h`` or a number of days; ``off`` (or 0) keeps data forever."""
-    if value is None or str(value).strip().lower() in ("off", "never", "0", "forever", ""):
+def parse_age(value: str | int | None, name: str, origin: str | None = None) -> timedelta | None:
+    """``180d``, ``26w``, ``72h`` or a number of days, up to :data:`MAX_AGE`; ``off`` (or 0) is
+    None: keep forever. The one parser of every age setting (retention, ``--purge-every``);
+    ConfigError naming the setting (``name``, and the flag, variable or key it came from) for
+    anything else, an empty value included."""
+    if value is None:
         return None
-    match = _AGE.match(str(value))
+    name = f"{name} = {config.shown(value)}" + (f" ({origin})" if origin and origin != name else "")
+    text = str(value).strip().lower() if isinstance(value, (str, int)) and not isinstance(value, bool) else None
+    if text in _FOREVER:
+        return None
+    match = _AGE.match(text) if text else None
     if not match:
-        raise config.ConfigError(f"retention {name} = {value!r}: use a number of days or e.g. 180d, 26w, 72h, or off")
-    return int(match.group(1)) * _UNIT[match.group(2)]
+        raise config.ConfigError(f"{name}: use a number of days or e.g. 180d, 26w, 72h, or off")
+    digits, unit = match.group(1), _UNIT[match.group(2)]
+    if len(digits.lstrip("0")) > 7 or int(digits) * unit > MAX_AGE:  # no int() of 5,000 digits
+        raise config.ConfigError(f"{name} is longer than {MAX_AGE.days:,} days (a century): use off to keep "
+                                 f"data forever")
+    return int(digits) * unit
 
 
 @dataclass(frozen=True)
@@ -54,11 +69,14 @@ class Retention:
     @classmethod
     def from_settings(cls, settings: config.Settings, audit: str | None = None,
                       operations: str | None = None) -> "Retention":
+        """``--audit``/``--operations``, else ``VOXTRAIL_RETENTION_*``, else ``[retention]``, else the defaults."""
         section = settings.section("retention")
-        raw_audit = audit or os.environ.get("VOXTRAIL_RETENTION_AUDIT") or section.get("audit", DEFAULT_AUDIT)
-        raw_ops = (operations or os.environ.get("VOXTRAIL_RETENTION_OPERATIONS")
-                   or section.get("operations", DEFAULT_OPERATIONS))
-        return cls(parse_age(raw_audit, "audit"), parse_age(raw_ops, "operations"))
+        ages = []
+        for key, flag, default in (("audit", audit, DEFAULT_AUDIT), ("operations", operations, DEFAULT_OPERATIONS)):
+            raw, origin = config.pick(flag, f"--{key}", f"VOXTRAIL_RETENTION_{key.upper()}", section, key,
+                                      settings.where(key, "retention"))
+            ages.append(parse_age(default if raw is None else raw, f"retention {key}", origin))
+        return cls(*ages)
 
     def cutoffs(self, now: datetime) -> "Cutoffs":
         return Cutoffs(now - self.audit if self.audit else None, now - self.operations if self.operations else None)

@@ -15,6 +15,7 @@ import glob
 import logging
 import os
 import queue
+import stat
 import threading
 import time
 from dataclasses import dataclass, field, replace
@@ -25,6 +26,7 @@ from voxtrail.event import EventBatch, Reject
 from voxtrail.sources.files import identity, reader
 from voxtrail.sources.files.salvage import ParserFault, parse_chunk
 from voxtrail.sources.formats import ParseContext, detect, error_summary
+from voxtrail.keys import KeyringError
 from voxtrail.store import Checkpoint, Store, StoreError
 
 log = logging.getLogger(__name__)
@@ -83,17 +85,25 @@ def expand_paths(patterns: Iterable[str], *, allow_missing: bool = False) -> lis
         if not glob.has_magic(pattern) and os.path.isdir(pattern):
             raise UnusablePath(f"{pattern} is a directory: name files, or a quoted glob such as '{pattern.rstrip('/')}/*.log'")
         matches = sorted(glob.glob(pattern)) if glob.has_magic(pattern) else [pattern]
-        matches = [m for m in matches if not os.path.isdir(m)]
+        # A glob skips what is not a regular file (directories, FIFOs, devices) as it skips
+        # directories; a path named on its own is refused below.
+        matches = [m for m in matches if not os.path.isdir(m) and (not glob.has_magic(pattern) or _regular(m))]
         if not matches and not allow_missing:
             raise UnusablePath(f"no file matches {pattern!r}")
         for m in matches:
             if not os.path.exists(m):
                 if allow_missing:
+                    found.append(m)
                     continue
                 raise UnusablePath(f"no such file: {m}")
+            if not _regular(m):  # a FIFO or a device: reading would block or never end
+                if allow_missing:
+                    continue
+                raise UnusablePath(f"{m} is not a regular file (a FIFO, socket or device): voxtrail imports files, "
+                                   f"which it can read again from a remembered position")
             if not os.access(m, os.R_OK):
                 raise UnusablePath(f"cannot read {m}: permission denied")
-        found.extend(matches)
+            found.append(m)
     seen: set[str] = set()
     unique = []
     for path in found:
@@ -104,6 +114,13 @@ def expand_paths(patterns: Iterable[str], *, allow_missing: bool = False) -> lis
     # Rotated files first (tts.log.2.gz, tts.log.1, then tts.log): a stream's older parts
     # are read before the live file reuses their beginning.
     return sorted(unique, key=_rotation_age_key)
+
+
+def _regular(path: str) -> bool:
+    try:
+        return stat.S_ISREG(os.stat(path).st_mode)
+    except (OSError, ValueError):
+        return False
 
 
 def _rotation_age_key(path: str) -> tuple:
@@ -170,6 +187,8 @@ class Importer:
             _failed(result, f"cannot read {path}: {exc.strerror or exc}")
         except StoreError:
             raise  # an outage: tail waits it out, import stops with one line
+        except KeyringError:
+            raise  # the keys, not this file: every file would fail alike, so stop with one line
         except Exception as exc:  # noqa: BLE001 - a bug met on this file's data: say so, go on with the others
             log.debug("importing %s failed", path, exc_info=True)
             stopped = self.known.get(checkpoint.stream_id, checkpoint).offset
