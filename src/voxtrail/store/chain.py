@@ -42,13 +42,35 @@ SEP = "\x1f"
 _PREV = "p"  # marks the previous row's request_id, appended after the content
 
 
-def canonical_json(value: Any) -> str | None:
-    """JSON with sorted keys: PostgreSQL (jsonb) and MySQL (JSON) reorder keys and spaces."""
-    if value is None:
-        return None
-    if isinstance(value, (str, bytes)):
-        value = orjson.loads(value)
-    return orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode()
+def canonical_json(text: str | bytes | None) -> str | None:
+    """JSON text with sorted keys: PostgreSQL (jsonb) and MySQL (JSON) reorder keys and spaces.
+
+    At write time a JSON column is the text the store sends; at verify time it is the value the
+    database gives back (:func:`canonical_value`): both give the same text, whatever the value
+    (a JSON string that looks like an object stays a string)."""
+    return None if text is None else canonical_value(orjson.loads(text))
+
+
+def canonical_value(value: Any) -> str:
+    """A decoded JSON value's canonical text (see :func:`canonical_json`)."""
+    try:
+        return orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode()
+    except TypeError:
+        # PostgreSQL gives a huge whole number (1e300, stored as numeric) back as an int orjson
+        # cannot write: as the double it was written as, the text is the one hashed.
+        return orjson.dumps(_as_doubles(value), option=orjson.OPT_SORT_KEYS).decode()
+
+
+def _as_doubles(value: Any) -> Any:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int) and not -(2**63) <= value < 2**64:
+        return float(value)
+    if isinstance(value, dict):
+        return {k: _as_doubles(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_as_doubles(v) for v in value]
+    return value
 
 
 #: Stands for NULL (and for a field the batch does not carry). Only a value that is exactly one NUL
