@@ -155,3 +155,78 @@ def test_serve_purges_on_its_schedule(sqlite_url):
                 time.sleep(0.1)
         assert request_ids(s) == ALL - EXPIRED
         assert verify(s.engine, s.keyring).ok
+
+
+def test_import_says_at_once_how_many_events_are_past_retention(sqlite_url, tmp_path):
+    """#18: last year's logs were imported without a word, and `voxtrail serve` purged them a minute
+    later. Import says how many are past retention and what happens to them; after a purge, the
+    same events are quarantined, each its own reject, with the reason."""
+    log = tmp_path / "audit.log"
+    lines = [{"request_id": f"old-{i}", "user_id": 31, "status": "success",
+              "created_at": f"{NOW - timedelta(days=300 + i):%Y-%m-%d %H:%M:%S}"} for i in range(3)]
+    lines.append({"request_id": "new", "user_id": 31, "status": "success", "created_at": f"{NOW:%Y-%m-%d %H:%M:%S}"})
+    log.write_text("".join(json.dumps(x) + "\n" for x in lines))
+
+    def voxtrail(*args):
+        return subprocess.run([sys.executable, "-m", "voxtrail", *args, "--db", sqlite_url],
+                              capture_output=True, text=True, timeout=120)
+
+    shown = voxtrail("import", str(log), "--tz", "UTC")
+    assert shown.returncode == 0, shown.stderr
+    note = " ".join(shown.stderr.split())  # the terminal table wraps long lines
+    assert ("3 events are older than the retention (audit 180d, operations 90d) and will be removed by the next "
+            "purge") in note and "VOXTRAIL_RETENTION_AUDIT" in note
+    assert json.loads(voxtrail("purge", "--json").stdout)["events"] == 3
+    again = tmp_path / "again.log"  # the same events from another file, after the purge
+    again.write_text("".join(json.dumps(x) + "\n" for x in reversed(lines)))
+    data = json.loads(voxtrail("import", str(again), "--tz", "UTC", "--json").stdout)
+    assert (data["imported"], data["duplicates"], data["rejected"], data["past_retention"]) == (0, 1, 3, 0)
+    assert "note" not in data
+    with Store.open(sqlite_url) as s, s.engine.connect() as conn:
+        reasons = [r[0] for r in conn.execute(sa.text("SELECT reason FROM tts_rejects"))]
+    assert len(reasons) == 3 and all("older than the retention horizon (audit events before" in r for r in reasons)
+
+
+def test_every_purge_of_serve_is_logged_with_its_counts(sqlite_url, caplog):
+    """#18: serve's housekeeping logs each run, what it deleted or that nothing was due."""
+    import logging
+    import time
+
+    from fastapi.testclient import TestClient
+
+    from voxtrail.web.app import create_app
+    from voxtrail.web.settings import WebSettings
+
+    caplog.set_level(logging.INFO, logger="voxtrail.retention")
+    with Store.open(sqlite_url) as s:
+        for write in WRITES:
+            s.write(EventBatch.from_records([event(*spec) for spec in write]))
+        settings = WebSettings(db=sqlite_url, retention=purge.Retention(timedelta(days=180), timedelta(days=90)),
+                               purge_every=timedelta(seconds=0.2), first_purge_after=timedelta(0))
+        with TestClient(create_app(settings, s)):
+            deadline = time.monotonic() + 20
+            while len(caplog.records) < 2 and time.monotonic() < deadline:
+                time.sleep(0.05)
+    first, second = (r.getMessage() for r in caplog.records[:2])
+    assert first.startswith("retention: deleted 8 events (3 audit, 5 operations, from ")
+    assert second.startswith("retention: nothing to purge in ")
+
+
+def test_serve_logs_voxtrail_info_lines(capsys):
+    """Under uvicorn's logging config the voxtrail loggers (retention runs) had no handler: their
+    info lines were dropped. serve's config gives them uvicorn's."""
+    import logging
+    import logging.config
+
+    from voxtrail.cli.serve_cmd import _log_config
+
+    logging.config.dictConfig(_log_config("info"))
+    try:
+        logging.getLogger("voxtrail.retention").info("retention: deleted 3 events")
+        logging.getLogger("voxtrail.retention").debug("not at info")
+    finally:
+        logging.getLogger("voxtrail").handlers.clear()
+        logging.getLogger("voxtrail").propagate = True
+        logging.getLogger("voxtrail").setLevel(logging.NOTSET)
+    err = capsys.readouterr().err
+    assert "retention: deleted 3 events" in err and "not at info" not in err

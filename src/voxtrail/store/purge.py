@@ -83,8 +83,11 @@ class Retention:
 
 
 def age_text(age: timedelta) -> str:
-    """An age as the settings spell it: 180d, or 36h."""
-    hours = int(age.total_seconds() // 3600)
+    """An age as the settings spell it: 180d, 36h (or, below an hour, seconds)."""
+    seconds = age.total_seconds()
+    hours = int(seconds // 3600)
+    if hours * 3600 != seconds or not hours:
+        return f"{seconds:g}s"
     return f"{hours // 24}d" if hours % 24 == 0 else f"{hours}h"
 
 
