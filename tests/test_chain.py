@@ -242,7 +242,8 @@ def test_json_numbers_every_database_gives_back_differently_verify(store):
     """PostgreSQL gives 1e16 back as 10000000000000000 and -0.0 as 0.0; the store writes them so that
     the row hash verifies everywhere, and refuses a whole number too large to come back exactly."""
     numbers = '{"a": 1e16, "b": -0.0, "c": 5e-324, "d": 9223372036854775808, "e": 0.1, "f": 1.5e17, "g": -0}'
-    assert store.write(batch(["n0"], attributes=numbers, emotion_vector="[-0.0, 1e16, 1e-7, 0, 0, 0, 0, 0]")).inserted == 1
+    vector = "[-0.0, 1e16, 1e-7, 0, 0, 0, 0, 0]"
+    assert store.write(batch(["n0"], attributes=numbers, emotion_vector=vector)).inserted == 1
     report = verify(store.engine, store.keyring)
     assert report.ok, report.problem
     huge = store.write(batch(["n1"], attributes='{"x": 1e300}'))

@@ -158,7 +158,8 @@ def test_recorder_over_http(db_url, tmp_path):
     assert_nul_and_surrogate_replaced(events)
     # The collector answered 400 naming each invalid event: set aside in the spool, with the reason.
     (kept,) = (tmp_path / "spool" / "rejected").iterdir()
-    aside = {json.loads(line)["event"]["request_id"]: json.loads(line)["reason"] for line in kept.read_text().splitlines()}
+    entries = [json.loads(line) for line in kept.read_text().splitlines()]
+    aside = {entry["event"]["request_id"]: entry["reason"] for entry in entries}
     assert set(aside) == {"p-year-0", "p-attributes-string", "p-attributes-json-text", "p-huge-int"}
     assert all(reason.startswith("HTTP 400") for reason in aside.values())
     # The one the database refused is quarantined by the collector's store, and counted.

@@ -226,7 +226,8 @@ def test_nan_and_infinity_do_not_break_a_batch(db_url):
     with Store.open(db_url) as store:
         assert store.write(batch).inserted == 4
         with store.engine.connect() as conn:
-            got = conn.execute(sa.select(tts_events.c.rtf, tts_events.c.latency_ms).order_by(tts_events.c.request_id)).all()
+            got = conn.execute(sa.select(tts_events.c.rtf, tts_events.c.latency_ms)
+                               .order_by(tts_events.c.request_id)).all()
         assert [tuple(r) for r in got] == [(None, None), (None, 1.0), (0.5, 0.0), (0.0, 2.0)]
         assert all(math.copysign(1, v) == 1 for r in got for v in r if v is not None)
         assert verify(store.engine, store.keyring).ok

@@ -108,7 +108,8 @@ def test_tail_goes_on_after_a_line_that_is_not_json(sqlite_url, tmp_path):
     log = tmp_path / "audit.log"
 
     def record(i):
-        return json.dumps({"request_id": f"r{i}", "status": "success", "created_at": f"2025-03-01 00:00:{i:02d}"}) + "\n"
+        fields = {"request_id": f"r{i}", "status": "success", "created_at": f"2025-03-01 00:00:{i:02d}"}
+        return json.dumps(fields) + "\n"
 
     append(log, [record(0)])
     proc = subprocess.Popen(

@@ -248,7 +248,8 @@ class Shipper:
             if len(chunk.payloads) > 1:
                 self._frames = max(1, len(chunk.payloads) // 2)
             else:
-                reason = f"recorder: the {self.transport.name} transport failed {STRIKES} times on this event: {message}"
+                reason = (f"recorder: the {self.transport.name} transport failed {STRIKES} times on this event: "
+                          f"{message}")
                 path = set_aside(self.spool_dir, chunk.payloads, reason)
                 log.warning("voxtrail: set an event aside in %s after %d failures: %s", path, STRIKES, message)
                 self.stats.add(rejected=1)

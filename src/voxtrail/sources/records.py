@@ -26,7 +26,7 @@ from voxtrail.event import (
     EMOTION_VECTOR_LABELS, FIELDS_BY_NAME, STATUS_VALUES, STORE_FIELDS, EventBatch, Reject, polars_schema,
 )
 from voxtrail.transforms.normalize import (
-    INT_MAX, INT_MIN, MAX_EVENT_BYTES, TS_MAX, TS_MIN, Refused, json_text, scrub,
+    FLOAT_MAX, INT_MAX, INT_MIN, MAX_EVENT_BYTES, TS_MAX, TS_MIN, Refused, json_text, scrub,
 )
 
 #: Fields that describe where a record came from, and the row hash: the receiver and the store set
@@ -73,7 +73,7 @@ def show(v: Any) -> str:
 
 
 def number(key: str, v: Any) -> float:
-    """A finite double (every database's float column); an integer too large for one is refused."""
+    """A finite double within :data:`FLOAT_MAX` (what the rollups can add up on every database)."""
     if isinstance(v, bool) or not isinstance(v, (int, float)):
         raise InvalidEvent(key, f"expected a number, got {show(v)}")
     try:
@@ -82,6 +82,9 @@ def number(key: str, v: Any) -> float:
         value = math.inf
     if not math.isfinite(value):
         raise InvalidEvent(key, f"expected a finite number (a double), got {show(v)}")
+    if abs(value) > FLOAT_MAX:
+        raise InvalidEvent(key, f"{show(v)} is out of range: at most {FLOAT_MAX:g} in magnitude "
+                                "(the rollups add these up)")
     return value
 
 
@@ -225,7 +228,9 @@ def event_fields(obj: Mapping[str, Any], *, require_request_id: bool = False,
             if length is not None and len(value) > length:
                 raise InvalidEvent(name, f"longer than {length} characters")
             text += len(value)
-    if text * 4 > MAX_EVENT_BYTES and sum(len(v.encode()) for v in out.values() if isinstance(v, str)) > MAX_EVENT_BYTES:
+    # Characters first: only an event that may be that large is encoded to count its bytes.
+    if text * 4 > MAX_EVENT_BYTES and sum(len(v.encode()) for v in out.values()
+                                           if isinstance(v, str)) > MAX_EVENT_BYTES:
         raise InvalidEvent(None, f"the event has more than {MAX_EVENT_BYTES >> 20} MiB of text: every database "
                                  "takes at most that in one row")
     if "request_id" in out and not out["request_id"]:

@@ -12,7 +12,8 @@ a column shows a problem):
   (``1e+16``) is written as that integer, as PostgreSQL gives it back, so the row hash verifies;
 * **refused** (the event becomes a reject with the reason, the rest of the batch is stored): a
   missing request_id, ts or status; a status other than success/failed; a value longer than its
-  column; an event with more than :data:`MAX_EVENT_BYTES` of text (MySQL's packet limit); a
+  column; a float larger than :data:`FLOAT_MAX` in magnitude (the rollups' sums must stay finite);
+  an event with more than :data:`MAX_EVENT_BYTES` of text (MySQL's packet limit); a
   ``ts`` outside the years 1000-9999 (MySQL's DATETIME); ``attributes`` that are not a JSON
   object; JSON nested deeper than :data:`MAX_JSON_DEPTH` (MariaDB's limit is 32); a whole number
   too large for every database's JSON to give back exactly.
@@ -41,6 +42,9 @@ TS_MIN = datetime(1000, 1, 1)
 TS_MAX = datetime(9999, 12, 31, 23, 59, 59, 999999)
 #: Integers every database stores: BIGINT.
 INT_MIN, INT_MAX = -(2**63), 2**63 - 1
+#: The magnitude of a float field. Every database stores any finite double, but the rollups add
+#: them up, and a sum past 1.8e308 is an error on PostgreSQL and MySQL (infinity on SQLite).
+FLOAT_MAX = 1e300
 #: Text (UTF-8 bytes, all text and JSON values of an event together) an event may carry: one row
 #: must fit MySQL's max_allowed_packet (16 MiB by default on MariaDB) even with every byte escaped.
 MAX_EVENT_BYTES = 4 << 20
@@ -208,6 +212,9 @@ def _problems(frame: pl.DataFrame, constants: dict) -> pl.Expr | None:
     sized: list[pl.Expr] = []
     for name, dtype in frame.schema.items():
         field = FIELDS_BY_NAME.get(name)
+        if field is not None and dtype == pl.Float64:
+            checks.append((pl.col(name).abs() > FLOAT_MAX, f"{name}: larger than {FLOAT_MAX:g} in magnitude "
+                                                            "(the rollups add these up)"))
         if field is None or dtype != pl.Utf8:
             continue
         if field.length is not None:

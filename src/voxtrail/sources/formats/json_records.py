@@ -22,15 +22,15 @@ import polars as pl
 from voxtrail.event import EventBatch, Reject, polars_schema
 from voxtrail.sources.formats import EXCERPT_BYTES, Chunk, ParseContext, ParseResult, request_ids, to_utc
 from voxtrail.sources.records import InvalidEvent, map_fields, number, parse_datetime, show, utc_naive
-from voxtrail.transforms.normalize import TS_MAX, TS_MIN
+from voxtrail.transforms.normalize import FLOAT_MAX, TS_MAX, TS_MIN
 
 BOM = b"\xef\xbb\xbf"
 
 
 def _seconds_to_ms(v: Any) -> float:
     ms = number("duration", v) * 1000.0
-    if ms in (float("inf"), float("-inf")):
-        raise InvalidEvent("duration", f"{show(v)} seconds is too large a number of milliseconds for a double")
+    if abs(ms) > FLOAT_MAX:
+        raise InvalidEvent("duration", f"{show(v)} seconds is out of range in milliseconds")
     return ms
 
 
