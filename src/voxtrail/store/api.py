@@ -71,7 +71,7 @@ class WriteResult:
     past_retention: int = 0
 
 
-class _Refused(Exception):
+class _DatabaseRefused(Exception):
     """The database refused a write for the values it carries (engine.is_data_error)."""
 
 
@@ -223,7 +223,7 @@ class Store:
         try:
             inserted = self._transaction(encoded, encoded.rejects, checkpoint, sid, source_file)
             rejected = len(encoded.rejects)
-        except _Refused as exc:
+        except _DatabaseRefused as exc:
             sealed = getattr(encoded, "sealed", None)
             if sealed is None:  # the database refused our own rows (rejects, checkpoint): a bug
                 raise StoreError(f"writing to {self.display_url} failed: {exc}") from exc
@@ -235,7 +235,7 @@ class Store:
             refused += [(rid, reject.reason) for reject, rid in poison if rid is not None]
             try:
                 self._transaction(None, rejects, checkpoint, sid, source_file)
-            except _Refused as again:
+            except _DatabaseRefused as again:
                 raise StoreError(f"writing the rejects to {self.display_url} failed: {again}") from again
             rejected = len(rejects)
         past = getattr(encoded, "past_retention", 0)
@@ -256,7 +256,7 @@ class Store:
             encoded = self._encode_prepared(PreparedBatch(part, constants), [])
             try:
                 inserted += self._transaction(encoded, [], None, sid, source_file)
-            except _Refused as exc:
+            except _DatabaseRefused as exc:
                 more, bad = self._isolate(part, constants, str(exc), sid, source_file)
                 inserted += more
                 poison += bad
@@ -266,7 +266,7 @@ class Store:
                      sid: str, source_file: str | None) -> int:
         """One write transaction (retried on a transient conflict); the rows inserted.
 
-        Raises :class:`_Refused` for a data error, :class:`StoreError` for anything else."""
+        Raises :class:`_DatabaseRefused` for a data error, :class:`StoreError` for anything else."""
         options = {"vx_immediate": True} if self.dialect == "sqlite" else {}
         payload = encoded.payload if encoded is not None else None
         for attempt in range(_ATTEMPTS):
@@ -294,7 +294,7 @@ class Store:
                 return inserted
             except (*self._errors, UnicodeError, OverflowError) as exc:
                 if is_data_error(exc):
-                    raise _Refused(first_line(exc)) from exc
+                    raise _DatabaseRefused(first_line(exc)) from exc
                 if attempt + 1 < _ATTEMPTS and _retryable(exc):
                     time.sleep(0.05 * (2**attempt) * (1 + random.random()))
                     continue
