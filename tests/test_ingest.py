@@ -321,7 +321,7 @@ def test_events_past_retention_are_stored_and_the_answer_says_the_purge_removes_
 def test_an_event_the_database_refuses_is_listed_and_the_rest_stored(db_url):
     """Defence in depth: a constraint voxtrail's checks do not know of refuses one event: 200, the
     others stored, that one quarantined with the database's reason (never a 503 to retry forever)."""
-    from test_poison import refuse_in_database
+    from helpers_recorder import refuse_in_database
 
     refuse_in_database(db_url, ["req-2"])
     for app, client, token, _ in app_with_tokens(db_url):

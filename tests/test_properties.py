@@ -21,7 +21,6 @@ import sqlalchemy as sa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import DIALECTS
 from voxtrail.event import FIELDS
 from voxtrail.recorder.core import RECORDABLE
 from voxtrail.sources.formats import Chunk, ParseContext
@@ -126,31 +125,15 @@ def isolated_keys(module_keys):
 
 
 @pytest.fixture(scope="module")
-def stores(tmp_path_factory, module_keys):
-    """A fresh database per dialect for the whole module (examples use request ids of their own)."""
-    from conftest import _admin
-
-    made, admins = {}, []
-    for dialect in DIALECTS:
-        if dialect == "sqlite":
-            url = f"sqlite:///{tmp_path_factory.mktemp('props') / 'vx.db'}"
-        else:
-            admin = _admin(dialect)
-            name = f"vx_{uuid.uuid4().hex[:12]}"
-            with admin.connect() as conn:
-                conn.exec_driver_sql(f"CREATE DATABASE {name}")
-            admins.append((admin, dialect, name))
-            url = admin.url.set(database=name, drivername=dialect).render_as_string(hide_password=False)
-        made[dialect] = Store.open(url)
+def stores(module_db_url, module_keys):
+    """A store per dialect for the whole module (examples use request ids of their own); the chain
+    of each must verify once all examples have written to it."""
+    made = {dialect: Store.open(module_db_url(dialect)) for dialect in ("sqlite", "postgresql", "mysql")}
     yield made
     for store in made.values():
         report = verify(store.engine, store.keyring)
         store.close()
         assert report.ok, (store.dialect, report.problem)
-    for admin, dialect, name in admins:
-        with admin.connect() as conn:
-            force = " WITH (FORCE)" if dialect == "postgresql" else ""
-            conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {name}{force}")
 
 
 def stored_rows(store: Store, request_ids: list[str]) -> dict[str, dict]:
