@@ -19,6 +19,7 @@ is marked purged and still chains. See docs/integrity.md.
 from __future__ import annotations
 
 import hashlib
+import re
 import uuid
 from dataclasses import dataclass
 from functools import lru_cache
@@ -52,19 +53,27 @@ def canonical_json(text: str | bytes | None) -> str | None:
 
 
 def canonical_value(value: Any) -> str:
-    """A decoded JSON value's canonical text (see :func:`canonical_json`)."""
+    """A decoded JSON value's canonical text (see :func:`canonical_json`).
+
+    Integers beyond 64 bits are taken as doubles: PostgreSQL stores JSON numbers as numeric and
+    gives a whole number written as ``1e+20`` back as the integer 100000000000000000000 (the
+    store writes smaller ones, from 1e16, as integers already: transforms/normalize.py)."""
     try:
-        return orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode()
-    except TypeError:
-        # PostgreSQL gives a huge whole number (1e300, stored as numeric) back as an int orjson
-        # cannot write: as the double it was written as, the text is the one hashed.
-        return orjson.dumps(_as_doubles(value), option=orjson.OPT_SORT_KEYS).decode()
+        text = orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode()
+    except TypeError:  # an integer orjson cannot write (from 2**64)
+        text = ""
+    if not text or _LONG_DIGITS.search(text):  # a value of 19 or more digits: maybe such an integer
+        text = orjson.dumps(_as_doubles(value), option=orjson.OPT_SORT_KEYS).decode()
+    return text
+
+
+_LONG_DIGITS = re.compile(r"[0-9]{19}")
 
 
 def _as_doubles(value: Any) -> Any:
     if isinstance(value, bool):
         return value
-    if isinstance(value, int) and not -(2**63) <= value < 2**64:
+    if isinstance(value, int) and not -(2**63) <= value < 2**63:
         return float(value)
     if isinstance(value, dict):
         return {k: _as_doubles(v) for k, v in value.items()}

@@ -15,8 +15,7 @@ a column shows a problem):
   column; a float larger than :data:`FLOAT_MAX` in magnitude (the rollups' sums must stay finite);
   an event with more than :data:`MAX_EVENT_BYTES` of text (MySQL's packet limit); a
   ``ts`` outside the years 1000-9999 (MySQL's DATETIME); ``attributes`` that are not a JSON
-  object; JSON nested deeper than :data:`MAX_JSON_DEPTH` (MariaDB's limit is 32); a whole number
-  too large for every database's JSON to give back exactly.
+  object; JSON nested deeper than :data:`MAX_JSON_DEPTH` (MariaDB's limit is 32).
 
 ``Store.encode`` runs the same checks (:func:`check`) on every batch, so a batch that did not go
 through the transforms chain is held to them too; ``normalize`` is the transform that applies
@@ -26,6 +25,7 @@ them early, before masking.
 from __future__ import annotations
 
 import hashlib
+import math
 from datetime import datetime
 from typing import Any
 
@@ -127,9 +127,16 @@ def _negative_zero(col: pl.Expr) -> pl.Expr:
 
 
 def _clean_constants(constants: dict[str, Any]) -> dict[str, Any]:
-    if not any(isinstance(v, str) and "\x00" in v for v in constants.values()):
-        return constants
-    return {k: v.replace("\x00", REPLACEMENT) if isinstance(v, str) else v for k, v in constants.items()}
+    """The constants cleaned like the columns they stand for."""
+    def clean(value: Any) -> Any:
+        if isinstance(value, str) and "\x00" in value:
+            return value.replace("\x00", REPLACEMENT)
+        if isinstance(value, float) and (value == 0.0 or not math.isfinite(value)):
+            return 0.0 if value == 0.0 else None
+        return value
+
+    cleaned = {k: clean(v) for k, v in constants.items()}
+    return constants if all(cleaned[k] is v for k, v in constants.items()) else cleaned
 
 
 def _clean_json(frame: pl.DataFrame) -> tuple[pl.DataFrame, dict[int, str]]:
@@ -174,11 +181,9 @@ def json_value(name: str, value: Any, depth: int = 0) -> Any:
             return None  # as orjson writes them
         if value == 0.0:
             return 0.0
-        if value.is_integer() and abs(value) >= 1e16:
+        if value.is_integer() and 1e16 <= abs(value) < 2**63:
             # Written as 1e+16, given back by PostgreSQL as 10000000000000000: keep it an integer.
-            if abs(value) >= 2**63:
-                raise Refused(f"{name}: the number {value!r} is too large for every database's JSON to give back "
-                              "exactly; send it as a string")
+            # (Beyond 64 bits the row hash takes integers as doubles: store/chain.py.)
             return int(value)
         return value
     if depth >= MAX_JSON_DEPTH:
