@@ -7,9 +7,10 @@ a column shows a problem):
 
 * **cleaned** (the event is kept): a NUL character, which PostgreSQL cannot store in text or
   JSON, becomes U+FFFD in every text value and JSON key or string; a float that is not finite
-  (NaN, infinity: MySQL has neither) becomes NULL, and -0.0 becomes 0.0 (PostgreSQL's JSON
-  numbers have no negative zero); a JSON number written with an exponent that is a whole number
-  (``1e+16``) is written as that integer, as PostgreSQL gives it back, so the row hash verifies;
+  (NaN, infinity: MySQL has neither) becomes NULL, and -0.0 becomes 0.0 (SQLite and MySQL drop
+  the sign, PostgreSQL's JSON numbers have none); a JSON number written with an exponent that is
+  a whole number (``1e+16``) is written as that integer, as PostgreSQL gives it back, so the row
+  hash verifies;
 * **refused** (the event becomes a reject with the reason, the rest of the batch is stored): a
   missing request_id, ts or status; a status other than success/failed; a value longer than its
   column; a float larger than :data:`FLOAT_MAX` in magnitude (the rollups' sums must stay finite);
@@ -131,8 +132,10 @@ def _clean_constants(constants: dict[str, Any]) -> dict[str, Any]:
     def clean(value: Any) -> Any:
         if isinstance(value, str) and "\x00" in value:
             return value.replace("\x00", REPLACEMENT)
-        if isinstance(value, float) and (value == 0.0 or not math.isfinite(value)):
-            return 0.0 if value == 0.0 else None
+        if isinstance(value, float) and not math.isfinite(value):
+            return None
+        if isinstance(value, float) and value == 0.0 and math.copysign(1.0, value) < 0:
+            return 0.0
         return value
 
     cleaned = {k: clean(v) for k, v in constants.items()}
@@ -140,7 +143,8 @@ def _clean_constants(constants: dict[str, Any]) -> dict[str, Any]:
 
 
 def _clean_json(frame: pl.DataFrame) -> tuple[pl.DataFrame, dict[int, str]]:
-    """JSON columns rewritten where a row needs it (see :func:`json_value`); refused rows' reasons by index."""
+    """JSON columns rewritten where a row needs it (see :func:`json_value`), and the reasons of the
+    rows refused, by index."""
     problems: dict[int, str] = {}
     for name in (n for n in _JSON_FIELDS if n in frame.columns):
         col = pl.col(name)
