@@ -27,7 +27,7 @@ from voxtrail.sources.formats import Chunk, ParseContext
 from voxtrail.sources.formats.detect import FORMATS
 from voxtrail.sources.records import batch_from_objects
 from voxtrail.sources.redis_stream import entries_to_batch
-from voxtrail.store import Store
+from voxtrail.store import Store, chain
 from voxtrail.store.schema import tts_events, tts_rejects
 from voxtrail.store.verify import verify
 from voxtrail.transforms import apply, default_chain
@@ -137,7 +137,8 @@ def stores(module_db_url, module_keys):
 
 
 def stored_rows(store: Store, request_ids: list[str]) -> dict[str, dict]:
-    """Stored events by request_id, JSON decoded, floats as text (exact), ts as ISO."""
+    """Stored events by request_id, JSON as the row hash reads it (chain.canonical_value: a number
+    beyond 64 bits is a double, however the database gives it back), floats as text (exact)."""
     with store.engine.connect() as conn:
         rows = conn.execute(sa.select(tts_events).where(tts_events.c.request_id.in_(request_ids))).mappings().all()
     out = {}
@@ -145,8 +146,8 @@ def stored_rows(store: Store, request_ids: list[str]) -> dict[str, dict]:
         event = {}
         for field in FIELDS:
             value = row[field.name]
-            if field.kind == "json" and isinstance(value, str):
-                value = json.loads(value)
+            if field.kind == "json" and value is not None:
+                value = chain.canonical_value(json.loads(value) if isinstance(value, str) else value)
             if isinstance(value, float):
                 value = repr(value)
             if field.name not in ("row_hash", "ref_audio_url", "text_input", "output_audio_url"):
