@@ -181,7 +181,7 @@ def test_import_says_at_once_how_many_events_are_past_retention(sqlite_url, tmp_
     assert shown.returncode == 0, shown.stderr
     note = " ".join(shown.stderr.split())  # the terminal table wraps long lines
     assert ("3 events are older than the retention (audit 180d, operations 90d) and will be removed by the next "
-            "purge") in note and "VOXTRAIL_RETENTION_AUDIT" in note
+            "purge") in note and "set [retention] audit/operations (or VOXTRAIL_RETENTION_AUDIT" in note
     assert json.loads(voxtrail("purge", "--json").stdout)["events"] == 3
     again = tmp_path / "again.log"  # the same events from another file, after the purge
     again.write_text("".join(json.dumps(x) + "\n" for x in reversed(lines)))
