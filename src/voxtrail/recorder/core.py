@@ -10,10 +10,10 @@ from __future__ import annotations
 import atexit
 import logging
 import os
+import random
 import tempfile
 import threading
 import weakref
-from random import getrandbits
 from time import time_ns
 from datetime import datetime, timezone
 from pathlib import Path
@@ -48,15 +48,22 @@ def default_spool_dir() -> Path:
     return Path(state) / "voxtrail" / "spool"
 
 
+#: The random bits of request ids: a generator of our own, seeded from the OS and again in a
+#: forked child. Not the random module's: a TTS service seeding it for reproducible sampling
+#: (``random.seed(42)`` before each generation) would make ids repeat, and the store would keep
+#: one event of each repeat, the others counted as duplicates.
+_ids = random.Random()
+os.register_at_fork(after_in_child=_ids.seed)
+
+
 def new_request_id() -> str:
     """A new UUID (version 7: 48 bits of Unix milliseconds, then 74 random bits), as text.
 
     Time-ordered ids land at the end of the database's unique index instead of at random
     pages, and making one costs ~1 µs instead of ``str(uuid.uuid4())``'s ~4 µs. The random
-    bits come from :mod:`random`, which Python reseeds in a forked child; ids need to be
-    unique, not secret.
+    bits come from :data:`_ids`; ids need to be unique, not secret.
     """
-    bits = getrandbits(74)
+    bits = _ids.getrandbits(74)
     value = ((time_ns() // 1_000_000) << 80) | (0x7 << 76) | ((bits >> 62) << 64) | (0b10 << 62) | (bits & _LOW62)
     h = f"{value:032x}"
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
