@@ -1,4 +1,5 @@
-"""Shared pieces of the recorder tests: counting rows, a port with nothing listening."""
+"""Shared pieces of the recorder tests: counting rows, a locked table, a database that refuses
+rows, a port with nothing listening."""
 
 from __future__ import annotations
 
@@ -47,6 +48,34 @@ def lock_events_table(url: str):
         conn.close()
         store.close()
     return release
+
+
+def refuse_in_database(url: str, request_ids: list[str], *, outage: bool = False) -> None:
+    """A trigger that makes the database refuse rows with these request_ids: for a constraint
+    (a data error: SQLSTATE 23514, MySQL 1264, SQLite's RAISE) or, with ``outage``, as a failure
+    that is not about the values (SQLSTATE 58030, MySQL 1644, an SQLite error that is not a constraint)."""
+    from voxtrail.store import Store
+
+    with Store.open(url) as store:  # creates the schema
+        ids = ", ".join(f"'{rid}'" for rid in request_ids)
+        with store.engine.begin() as conn:
+            if store.dialect == "sqlite":
+                body = "SELECT no_such_function();" if outage else "SELECT RAISE(ABORT, 'poison row refused');"
+                conn.exec_driver_sql(f"CREATE TRIGGER vx_refuse BEFORE INSERT ON tts_events "
+                                     f"WHEN NEW.request_id IN ({ids}) BEGIN {body} END")
+            elif store.dialect == "postgresql":
+                code = "58030" if outage else "23514"
+                conn.exec_driver_sql(
+                    f"CREATE FUNCTION vx_refuse() RETURNS trigger AS $$ BEGIN IF NEW.request_id IN ({ids}) THEN "
+                    f"RAISE EXCEPTION 'poison row refused' USING ERRCODE = '{code}'; END IF; RETURN NEW; END $$ "
+                    "LANGUAGE plpgsql")
+                conn.exec_driver_sql("CREATE TRIGGER vx_refuse BEFORE INSERT ON tts_events FOR EACH ROW "
+                                     "EXECUTE FUNCTION vx_refuse()")
+            else:
+                signal = ("SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'poison row refused'" if outage else
+                          "SIGNAL SQLSTATE '22003' SET MYSQL_ERRNO = 1264, MESSAGE_TEXT = 'poison row refused'")
+                conn.exec_driver_sql(f"CREATE TRIGGER vx_refuse BEFORE INSERT ON tts_events FOR EACH ROW "
+                                     f"BEGIN IF NEW.request_id IN ({ids}) THEN {signal}; END IF; END")
 
 
 def dead_port() -> int:

@@ -224,3 +224,35 @@ def test_verify_cli_reports_exports_and_exits_3_when_broken(sqlite_url, tmp_path
     broken = run("--json")
     assert broken.returncode == 3
     assert json.loads(broken.stdout)["problem"]["message"].startswith("row id 9 (request_id 'b2')")
+
+
+@pytest.mark.parametrize("value", ['"just a string"', '"{\\"a\\": 1}"', '"[1, 2]"', '[1, 2]', '"3.5"'])
+def test_json_columns_are_hashed_and_read_alike_whatever_the_json(store, value):
+    """#3: a JSON column holding a string (even one that looks like an object) neither crashes
+    verify nor makes it report a row changed: at write and at verify time the value is the
+    same JSON value. (emotion_vector takes any JSON from a batch; attributes refuses non-objects.)"""
+    assert store.write(batch(["j0", "j1"], emotion_vector=value)).inserted == 2
+    report = verify(store.engine, store.keyring)
+    assert report.ok, report.problem
+    refused = store.write(batch(["j2"], attributes=value))
+    assert refused.inserted == 0 and "attributes: expected a JSON object" in refused.refused[0][1]
+
+
+def test_json_numbers_every_database_gives_back_differently_verify(store):
+    """PostgreSQL gives 1e16 back as 10000000000000000, 1e300 as a 301-digit integer and -0.0 as
+    0.0; SQLite and MariaDB give the text back: the row hashes verify on all of them."""
+    numbers = ('{"a": 1e16, "b": -0.0, "c": 5e-324, "d": 9223372036854775813, "e": 0.1, "f": 1.5e17, "g": -0, '
+               '"h": 1e20, "i": 1e300, "j": -1.2345678901234567e25, "k": 18446744073709551615}')
+    vector = "[-0.0, 1e16, 1e-7, 1e300, 0, 0, 0, 0]"
+    assert store.write(batch(["n0"], attributes=numbers, emotion_vector=vector)).inserted == 1
+    report = verify(store.engine, store.keyring)
+    assert report.ok, report.problem
+
+
+def test_json_changed_to_something_that_is_not_json_is_found(sqlite_url):
+    """Only SQLite lets a JSON column hold text that is not JSON: verify reports the row, never crashes."""
+    with Store.open(sqlite_url) as store:
+        written(store)
+        sql(store, "UPDATE tts_events SET attributes = '{not json' WHERE request_id = 'a3'")
+        found = problem(store)
+    assert found is not None and "'a3'" in found.message and "does not match its hash" in found.message

@@ -51,7 +51,16 @@ def test_people_get_the_credentials_in_plain_words(tmp_path):
     assert result.returncode == 0, result.stderr
     assert re.search(r"User: +demo", result.stdout)
     assert re.search(r"Password: +\S{12,}", result.stdout)
-    assert "500 events" in result.stdout
+    assert "500 events" in result.stdout and "retention" not in result.stdout
+
+
+def test_a_longer_demo_says_what_retention_will_remove(tmp_path):
+    """Issue 10 #18: events generated past the retention ages are said to go at the next purge."""
+    result = run("--db", str(tmp_path / "d.db"), "--no-serve", "--events", "1000", "--days", "200")
+    assert result.returncode == 0, result.stderr
+    (note,) = [line for line in result.stdout.splitlines() if line.startswith("Note:")]
+    assert re.search(r"Note: +[\d,]+ events are older than the retention \(audit 180d, operations 90d\) and "
+                     r"will be removed by the next purge", note) and "demo server itself does not purge" in note
 
 
 def test_serves_the_dashboard_with_the_printed_login(tmp_path):

@@ -92,3 +92,36 @@ def test_samples():
         assert r.batch.frame.height == 300 and not r.batch.rejects
     ids = AUDIT.parse(Chunk(0, data), ctx()).batch.frame["request_id"]
     assert ids[0] == "d6645fa9-e8a8-529f-035e-fa259b08923d"
+
+
+def test_a_chunk_of_only_blank_or_garbage_lines_is_rejects_not_a_crash():
+    """#6: polars found no 'status' column in a chunk without one good line."""
+    for fmt in (JSONL, AUDIT):
+        data = b"\n   \nnot json\n[1]\n\xff\xfe\n"
+        r = fmt.parse(Chunk(0, data), ctx())
+        assert r.batch.frame.height == 0 and r.skipped == 2 and len(r.batch.rejects) == 3
+        assert {"request_id", "ts", "status"} <= set(r.batch.frame.columns)
+
+
+def test_values_no_database_stores_reject_their_line_only():
+    """#6: a text_length of 2**63 or a created_at that overflows failed the whole file, on every run."""
+    good = {"request_id": "ok", "status": "success", "created_at": "2025-03-01 08:00:00"}
+    bad = [{**good, "request_id": "big", "text_length": 2**63},
+           {**good, "request_id": "y0", "created_at": "0001-01-01T00:00:00+01:00"},
+           {**good, "request_id": "y10k", "created_at": "9999-12-31T23:59:59-12:00"},
+           {**good, "request_id": "naive", "created_at": "0999-12-31 23:00:00"},
+           {**good, "request_id": "attrs", "attributes": "just a string"}]
+    data = b"\n".join(orjson.dumps(x) for x in [*bad, good]) + b"\n"
+    r = AUDIT.parse(Chunk(0, data), ctx())
+    assert r.batch.frame["request_id"].to_list() == ["ok"]
+    reasons = [x.reason for x in r.batch.rejects]
+    assert len(reasons) == len(bad)
+    assert "text_length" in reasons[0] and "out of range" in reasons[0]
+    assert all("outside the years 1000 to 9999" in x for x in reasons[1:4])
+    assert reasons[4] == 'audit: attributes: expected a JSON object, got "just a string"'
+    # jsonl's aliases are checked like the fields they stand for.
+    seed = {"time": "2025-03-01T00:00:00", "success": True}
+    lines = [{**seed, "duration": 1e306}, {**seed, "text_len": "long"}, {**seed, "text_len": 2**63}, seed]
+    r = JSONL.parse(Chunk(0, b"\n".join(orjson.dumps(x) for x in lines) + b"\n"), ctx())
+    assert r.batch.frame.height == 1
+    assert [x.reason.split(":")[1].strip() for x in r.batch.rejects] == ["duration", "text_len", "text_len"]

@@ -136,7 +136,9 @@ def test_purge_cli_dry_run_then_purge(sqlite_url):
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "retention audit = 'soon'" in bad.stderr  # a bad flag
 
 
-def test_serve_purges_on_its_schedule(sqlite_url):
+def test_serve_purges_on_its_schedule_and_logs_every_run(sqlite_url, caplog):
+    """Each run is logged with its counts, what it deleted or that nothing was due (#18)."""
+    import logging
     import time
 
     from fastapi.testclient import TestClient
@@ -149,9 +151,63 @@ def test_serve_purges_on_its_schedule(sqlite_url):
             s.write(EventBatch.from_records([event(*spec) for spec in write]))
         settings = WebSettings(db=sqlite_url, retention=purge.Retention(timedelta(days=180), timedelta(days=90)),
                                purge_every=timedelta(seconds=0.2), first_purge_after=timedelta(0))
+        caplog.set_level(logging.INFO, logger="voxtrail.retention")
         with TestClient(create_app(settings, s)):
             deadline = time.monotonic() + 20
-            while request_ids(s) != ALL - EXPIRED and time.monotonic() < deadline:
-                time.sleep(0.1)
+            while (request_ids(s) != ALL - EXPIRED or len(caplog.records) < 2) and time.monotonic() < deadline:
+                time.sleep(0.05)
         assert request_ids(s) == ALL - EXPIRED
         assert verify(s.engine, s.keyring).ok
+    first, second = (r.getMessage() for r in caplog.records[:2])
+    assert first.startswith("retention: deleted 8 events (3 audit, 5 operations, from ")
+    assert second.startswith("retention: nothing to purge in ") and second.endswith("; next run in 0.2s")
+
+
+def test_import_says_at_once_how_many_events_are_past_retention(sqlite_url, tmp_path):
+    """#18: last year's logs were imported without a word, and `voxtrail serve` purged them a minute
+    later. Import says how many are past retention and what happens to them; after a purge, the
+    same events are quarantined, each its own reject, with the reason."""
+    log = tmp_path / "audit.log"
+    lines = [{"request_id": f"old-{i}", "user_id": 31, "status": "success",
+              "created_at": f"{NOW - timedelta(days=300 + i):%Y-%m-%d %H:%M:%S}"} for i in range(3)]
+    lines.append({"request_id": "new", "user_id": 31, "status": "success", "created_at": f"{NOW:%Y-%m-%d %H:%M:%S}"})
+    log.write_text("".join(json.dumps(x) + "\n" for x in lines))
+
+    def voxtrail(*args):
+        return subprocess.run([sys.executable, "-m", "voxtrail", *args, "--db", sqlite_url],
+                              capture_output=True, text=True, timeout=120)
+
+    shown = voxtrail("import", str(log), "--tz", "UTC")
+    assert shown.returncode == 0, shown.stderr
+    note = " ".join(shown.stderr.split())  # the terminal table wraps long lines
+    assert ("3 events are older than the retention (audit 180d, operations 90d) and will be removed by the next "
+            "purge") in note and "set [retention] audit/operations (or VOXTRAIL_RETENTION_AUDIT" in note
+    assert json.loads(voxtrail("purge", "--json").stdout)["events"] == 3
+    again = tmp_path / "again.log"  # the same events from another file, after the purge
+    again.write_text("".join(json.dumps(x) + "\n" for x in reversed(lines)))
+    data = json.loads(voxtrail("import", str(again), "--tz", "UTC", "--json").stdout)
+    assert (data["imported"], data["duplicates"], data["rejected"], data["past_retention"]) == (0, 1, 3, 0)
+    assert "note" not in data
+    with Store.open(sqlite_url) as s, s.engine.connect() as conn:
+        reasons = [r[0] for r in conn.execute(sa.text("SELECT reason FROM tts_rejects"))]
+    assert len(reasons) == 3 and all("older than the retention horizon (audit events before" in r for r in reasons)
+
+
+def test_serve_logs_voxtrail_info_lines(capsys):
+    """Under uvicorn's logging config the voxtrail loggers (retention runs) had no handler: their
+    info lines were dropped. serve's config gives them uvicorn's."""
+    import logging
+    import logging.config
+
+    from voxtrail.cli.serve_cmd import _log_config
+
+    logging.config.dictConfig(_log_config("info"))
+    try:
+        logging.getLogger("voxtrail.retention").info("retention: deleted 3 events")
+        logging.getLogger("voxtrail.retention").debug("not at info")
+    finally:
+        logging.getLogger("voxtrail").handlers.clear()
+        logging.getLogger("voxtrail").propagate = True
+        logging.getLogger("voxtrail").setLevel(logging.NOTSET)
+    err = capsys.readouterr().err
+    assert "retention: deleted 3 events" in err and "not at info" not in err

@@ -275,3 +275,28 @@ def test_recorder_created_before_fork(sqlite_url, spool, tmp_path):
     assert done.returncode == 0, done.stderr
     assert sorted(request_ids(sqlite_url)) == ["child-1", "parent-1"]
     assert not [p for p in spool.iterdir() if p.name.startswith("w-")]
+
+
+def test_request_ids_never_repeat_when_the_service_seeds_random(sqlite_url, spool):
+    """A TTS service seeding the random module for reproducible sampling made the Recorder's ids
+    repeat within a millisecond: the store kept one event of each repeat (found by the property
+    tests of issue 10, whose framework seeds it too)."""
+    import random
+
+    from voxtrail.recorder.core import new_request_id
+
+    rec = Recorder(db=sqlite_url, spool_dir=spool)
+    ids = []
+    for _ in range(200):
+        random.seed(42)
+        ids.append(rec.record(text_input="same seed"))
+    assert rec.close()
+    assert len(set(ids)) == 200 and rows(sqlite_url) == 200
+    # A forked child (a gunicorn worker) does not repeat its parent's ids either.
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.write(write, new_request_id()[-17:].encode())
+        os._exit(0)
+    os.waitpid(pid, 0)
+    assert os.read(read, 64).decode() != new_request_id()[-17:]

@@ -62,32 +62,49 @@ def test_scratch_dir_is_private_and_removed_at_close(sqlite_url):
 
 
 def test_no_attachment_outlives_a_write_even_a_failed_one(sqlite_url):
-    bad = make_batch(100)
-    bad.frame = bad.frame.with_columns(
-        pl.when(pl.int_range(pl.len()) == 50).then(None).otherwise(pl.col("status")).alias("status"))
+    """Neither a failed write (an outage) nor a write the database refused parts of (split into
+    several transactions) leaves the slot attached."""
+    from helpers_recorder import refuse_in_database
+
     with Store.open(sqlite_url) as store:
-        store.write(make_batch(100), checkpoint(1))
+        store.write(make_batch(100, prefix="a"), checkpoint(1))
         assert _attached(store) == ["main"]
-        with pytest.raises(StoreError, match="NOT NULL"):
-            store.write(bad, checkpoint(2))
+        refuse_in_database(sqlite_url, ["r000050"], outage=True)  # SQLite then fails every insert
+        with pytest.raises(StoreError, match="no such function"):
+            store.write(make_batch(100), checkpoint(2))
+        assert _attached(store) == ["main"] and store.checkpoints()[0].offset == 1
+        with store.engine.begin() as conn:
+            conn.exec_driver_sql("DROP TRIGGER vx_refuse")
+        refuse_in_database(sqlite_url, ["r000050"])
+        result = store.write(make_batch(100), checkpoint(3))
+        assert (result.inserted, result.rejected) == (99, 1)
         assert _attached(store) == ["main"]
-        assert store.write(make_batch(100, prefix="z"), checkpoint(3)).inserted == 100
-        assert store.count() == 200 and store.checkpoints()[0].offset == 3
+        assert store.write(make_batch(100, prefix="z"), checkpoint(4)).inserted == 100
+        assert store.count() == 299 and store.checkpoints()[0].offset == 4
 
 
 def test_values_that_cannot_be_literals_are_bound_per_row(sqlite_url):
-    batch = make_batch(3)
-    batch.frame = batch.frame.with_columns(pl.Series("rtf", [math.nan, math.inf, 0.5]),
-                                           pl.Series("text_input", ["a\x00b", "it's", None]))
-    batch.constants["error_message"] = "nul\x00inside"
+    """The writer's own contract, under what the store's checks guarantee: a constant that cannot
+    be an SQL literal (a NUL, which sqlite3 refuses in SQL text; a float that is not finite)
+    goes through the slot as a column."""
+    from voxtrail.store.bulk import PreparedBatch, outside_transaction
+
+    frame = make_batch(3).frame.with_columns(pl.Series("rtf", [math.nan, math.inf, 0.5]),
+                                             pl.Series("text_input", ["a\x00b", "it's", None]))
+    prepared = PreparedBatch(frame, {"source": "file", "error_message": "nul\x00inside", "emo_alpha": math.inf})
     with Store.open(sqlite_url) as store:
-        assert store.write(batch).inserted == 3
+        writer = store._writer
+        payload = writer.encode(prepared)
+        with (store.engine.connect().execution_options(vx_immediate=True) as conn,
+              outside_transaction(writer, conn, payload), conn.begin()):
+            assert writer.insert_events(conn, payload) == 3
         with store.engine.connect() as conn:
-            rows = conn.execute(sa.text("SELECT rtf, text_input, error_message, typeof(text_length), typeof(ts) FROM tts_events ORDER BY id")).all()
+            rows = conn.execute(sa.text("SELECT rtf, text_input, error_message, emo_alpha, typeof(text_length), "
+                                        "typeof(ts) FROM tts_events ORDER BY id")).all()
     assert [r[0] for r in rows] == [None, math.inf, 0.5]
     assert [r[1] for r in rows] == ["a\x00b", "it's", None]
-    assert {r[2] for r in rows} == {"nul\x00inside"}
-    assert {(r[3], r[4]) for r in rows} == {("integer", "text")}
+    assert {(r[2], r[3]) for r in rows} == {("nul\x00inside", math.inf)}
+    assert {(r[4], r[5]) for r in rows} == {("integer", "text")}
 
 
 def test_encoding_while_another_thread_writes(sqlite_url):
@@ -177,35 +194,42 @@ def _stored(conn, table: str) -> list[tuple]:
 
 
 def test_values_arrive_as_a_per_row_insert_would_store_them(sqlite_url):
-    """Reference: the same rows bound one by one by the stdlib into a copy of the table."""
+    """Reference: the same rows, as the store's checks leave them, bound one by one by the stdlib
+    into a copy of the table."""
+    from voxtrail.store.bulk import prepare
+
     batch = _tricky_batch()
+    prepared, refused = prepare(batch)
+    assert [rid for _, rid in refused] == ["rt-7"]  # latency_ms 1.8e308: more than the rollups can add up
     with Store.open(sqlite_url) as store:
-        assert store.write(batch).inserted == batch.frame.height
+        assert store.write(batch).inserted == prepared.size
         with store.engine.connect() as conn:
             ddl = conn.exec_driver_sql("SELECT sql FROM sqlite_master WHERE name = 'tts_events'").scalar()
             conn.exec_driver_sql(ddl.replace("tts_events", "ref", 1))
-            frame = batch.frame.with_columns(
+            frame = prepared.frame.with_columns(
                 pl.col("ts").dt.strftime("%Y-%m-%d %H:%M:%S.%6f"),
-                *(pl.lit(v).alias(k) for k, v in batch.constants.items()),
+                *(pl.lit(v).alias(k) for k, v in prepared.constants.items()),
                 pl.lit("2025-01-01 00:00:00.000000").alias("ingested_at"),
             ).select(_ROUND_TRIP_COLUMNS + ["source"])
             names = ", ".join(f'"{c}"' for c in frame.columns)
             raw = conn.connection.driver_connection
             raw.executemany(f"INSERT INTO ref ({names}) VALUES ({', '.join('?' * frame.width)})", frame.rows())
             stored, ref = _stored(conn, "tts_events"), _stored(conn, "ref")
-    assert len(stored) == batch.frame.height
+    assert len(stored) == prepared.size
     for got, want in zip(stored, ref):
         assert got == want  # value and storage class, column by column
     by_id = {r[0]: r for r in stored}
     assert by_id["rt-0"][2:4] == ("2025-03-01 12:00:00.123456", "text")
-    assert by_id["rt-0"][8] is None  # NaN is stored as NULL, as SQLite stores a bound NaN
-    assert by_id["rt-1"][8:10] == (math.inf, "real") and by_id["rt-2"][8] == -math.inf
+    # Not finite: NULL on every database (MySQL has neither NaN nor infinity); -0.0 is 0.0.
+    assert by_id["rt-0"][8] is None and by_id["rt-1"][8] is None and by_id["rt-2"][8] is None
+    assert by_id["rt-5"][8:10] == (0.0, "real") and by_id["rt-6"][8] == 1e-300
     assert by_id["rt-1"][10:12] == (2**62, "integer") and by_id["rt-5"][10] == 2**63 - 1
-    assert by_id["rt-0"][12:14] == ("a\x00b", "text") and by_id["rt-3"][12:14] == (None, "null")
-    assert len(by_id["rt-4"][12]) > 100_000 and by_id["rt-4"][12] == batch.frame["text_input"][4]
-    assert by_id["rt-7"][12] == "\x00"
-    assert {r[20] for r in stored} == {"u\x00ser"} and {r[22] for r in stored} == {"中'\x00"}
-    assert {r[18] for r in stored} == {None} and {r[24] for r in stored} == {math.inf}
+    # NUL is U+FFFD on every database (PostgreSQL cannot store it).
+    assert by_id["rt-0"][12:14] == ("a\ufffdb", "text") and by_id["rt-3"][12:14] == (None, "null")
+    long_text = batch.frame["text_input"][4]
+    assert len(by_id["rt-4"][12]) > 100_000 and by_id["rt-4"][12] == long_text.replace("\x00", "\ufffd")
+    assert {r[20] for r in stored} == {"u\ufffdser"} and {r[22] for r in stored} == {"中'\ufffd"}
+    assert {r[18] for r in stored} == {None} and {r[24] for r in stored} == {None}
 
 
 def _open_slot_files(directory: str) -> list[str]:

@@ -97,3 +97,39 @@ def test_follow_waits_out_a_database_outage(sqlite_url, tmp_path):
     with store.engine.connect() as conn:
         assert conn.execute(sa.text("SELECT COUNT(DISTINCT request_id), COUNT(*) FROM tts_events")).one() == (40, 40)
     store.close()
+
+
+def test_tail_goes_on_after_a_line_that_is_not_json(sqlite_url, tmp_path):
+    """#6: one non-JSON line appended to a tailed audit log killed `voxtrail tail` (polars found no
+    'status' column in a chunk without a good line). It is a reject now, and the lines after it flow."""
+    import json
+
+    store = Store.open(sqlite_url)
+    log = tmp_path / "audit.log"
+
+    def record(i):
+        fields = {"request_id": f"r{i}", "status": "success", "created_at": f"2025-03-01 00:00:{i:02d}"}
+        return json.dumps(fields) + "\n"
+
+    append(log, [record(0)])
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "voxtrail", "tail", str(log), "--db", sqlite_url, "--tz", "UTC", "--format", "audit"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        wait_for_count(store.engine, 1, timeout=30)
+        append(log, ["this is not json\n"])
+        time.sleep(1.5)  # a pass of its own: the chunk holds only the bad line
+        append(log, ["\n", '{"created_at": "0001-01-01T00:00:00+01:00", "request_id": "y0", "status": "success"}\n'])
+        time.sleep(1.5)
+        append(log, [record(i) for i in range(1, 6)])
+        wait_for_count(store.engine, 6)
+        assert proc.poll() is None, proc.stderr.read()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    with store.engine.connect() as conn:
+        reasons = [r[0] for r in conn.execute(sa.text("SELECT reason FROM tts_rejects ORDER BY source_offset"))]
+    store.close()
+    assert len(reasons) == 2 and reasons[0].startswith("audit: invalid JSON") and "years 1000 to 9999" in reasons[1]

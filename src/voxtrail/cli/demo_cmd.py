@@ -26,17 +26,20 @@ DEMO_USER = "demo"
 HOST = "127.0.0.1"
 
 
-def _fill(store, spec, quiet: bool) -> tuple[int, float]:
+def _fill(store, spec, quiet: bool) -> tuple[int, int, float]:
+    """(inserted, how many of them are older than the retention, seconds)."""
     from voxtrail.demo.synthetic import generate
 
     started = time.perf_counter()
-    inserted = 0
+    inserted = past = 0
     events, days = spec.events, spec.days
     if not quiet:
         click.echo(f"Generating {events:,} TTS generations over {days} days ...", err=True)
     for batch in generate(spec):
-        inserted += store.write(batch).inserted
-    return inserted, time.perf_counter() - started
+        result = store.write(batch)
+        inserted += result.inserted
+        past += result.past_retention
+    return inserted, past, time.perf_counter() - started
 
 
 @click.command("demo")
@@ -83,7 +86,7 @@ def demo_command(db_path, port, no_serve, days, events, seed, as_json) -> None:
         fail(str(exc))
     try:
         spec = SyntheticMonth(events=events, days=days, seed=seed, chunk_size=min(50_000, max(events, 1)))
-        inserted, seconds = _fill(store, spec, as_json)
+        inserted, past, seconds = _fill(store, spec, as_json)
         if accounts.get_user(store.engine, DEMO_USER) is None:
             accounts.add_user(store.engine, DEMO_USER, "admin", password)
         else:
@@ -97,12 +100,17 @@ def demo_command(db_path, port, no_serve, days, events, seed, as_json) -> None:
         store.close()
         raise
     if as_json:
-        print_json({"db": url, "events": total, "inserted": inserted, "seconds": round(seconds, 2),
-                    "user": DEMO_USER, "password": password})
+        print_json({"db": url, "events": total, "inserted": inserted, "past_retention": past,
+                    "seconds": round(seconds, 2), "user": DEMO_USER, "password": password})
     else:
         click.echo(f"Database: {path} ({total:,} events; {inserted:,} new in {seconds:.1f} s)")
         click.echo(f"User:     {DEMO_USER}")
         click.echo(f"Password: {password}   (shown once; run 'voxtrail demo' again for a new one)")
+        if past:
+            from voxtrail.store.purge import past_retention_note
+
+            click.echo(f"Note:     {past_retention_note(past, store.retention)} (the demo server itself "
+                       "does not purge)")
     try:
         if not no_serve:
             bad = spec.resolved_bad_hour()

@@ -14,6 +14,7 @@ from voxtrail.cli.output import byte_progress, err_console, fail, plain, print_j
 from voxtrail.cli.params import Seconds
 from voxtrail.sources.files import reader
 from voxtrail.sources.files.importer import Importer, UnusablePath, Summary, expand_paths
+from voxtrail.store.purge import past_retention_note
 
 EXIT_PARTIAL = 1
 
@@ -44,7 +45,8 @@ def import_command(paths, db, fmt, tz, config_file, as_json, progress, chunk_byt
         with byte_progress(total, progress and not as_json, "importing") as advance:
             importer = Importer(store, fmt=fmt, tz=settings.tz, progress=advance, chunk_bytes=chunk_bytes)
             summary = _interruptible(lambda: importer.run(files))
-    _report(summary, as_json)
+        retention = store.retention
+    _report(summary, as_json, retention)
     if any(f.status == "error" for f in summary.files):
         raise SystemExit(EXIT_PARTIAL)
 
@@ -73,7 +75,8 @@ def tail_command(paths, db, fmt, tz, config_file, as_json, interval) -> None:
             signal.signal(sig, lambda *_: stop.set())
         if not as_json:
             err_console.print(plain(f"following {', '.join(paths)} into {store.display_url} (Ctrl-C to stop)"))
-        follow(importer, paths, stop=stop, poll_interval=interval, on_pass=lambda s: _report_pass(s, as_json),
+        follow(importer, paths, stop=stop, poll_interval=interval,
+               on_pass=lambda s: _report_pass(s, as_json, store.retention),
                on_error=lambda exc: err_console.print(f"[yellow]waiting for the database[/yellow]: {plain(exc)}"))
 
 
@@ -91,9 +94,16 @@ def _interruptible(run):
         fail("interrupted; everything up to the last committed batch is stored, run again to continue", 130)
 
 
-def _report(summary: Summary, as_json: bool) -> None:
+def _retention_note(summary: Summary, retention) -> str | None:
+    """Said at once, on stderr, when events just stored are already past retention (docs/retention.md)."""
+    past = summary.total("past_retention")
+    return past_retention_note(past, retention) if past else None
+
+
+def _report(summary: Summary, as_json: bool, retention=None) -> None:
+    note = _retention_note(summary, retention)
     if as_json:
-        print_json(summary.as_dict())
+        print_json({**summary.as_dict(), **({"note": note} if note else {})})
         return
     for f in summary.files:
         if f.status == "error":
@@ -111,14 +121,19 @@ def _report(summary: Summary, as_json: bool) -> None:
         f"{summary.total('imported'):,} imported, {summary.total('duplicates'):,} duplicates, "
         f"{summary.total('rejected'):,} rejected in {summary.seconds:.2f} s ({rate:,.0f} events/s)"
     )
+    if note:
+        err_console.print(f"[yellow]note[/yellow]: {plain(note)}")
 
 
-def _report_pass(summary: Summary, as_json: bool) -> None:
+def _report_pass(summary: Summary, as_json: bool, retention=None) -> None:
     stored = summary.total("imported") + summary.total("rejected")
+    note = _retention_note(summary, retention)
     if as_json:
         if stored or any(f.status == "error" for f in summary.files):
-            print_json_line(summary.as_dict())
+            print_json_line({**summary.as_dict(), **({"note": note} if note else {})})
         return
+    if note:
+        err_console.print(f"[yellow]note[/yellow]: {plain(note)}")
     for f in summary.files:
         if f.status == "error":
             err_console.print(f"[red]error[/red]: {plain(f.message)}")

@@ -62,6 +62,18 @@ POOL_TIMEOUT = 3.0
 GRACEFUL_SHUTDOWN = 5
 
 
+def _log_config(log_level: str) -> dict:
+    """uvicorn's logging, with voxtrail's own loggers (retention runs, ingest quarantines) on the
+    same stream at the same level: unconfigured, their info lines would be dropped."""
+    import copy
+
+    from uvicorn.config import LOGGING_CONFIG
+
+    config = copy.deepcopy(LOGGING_CONFIG)
+    config["loggers"]["voxtrail"] = {"handlers": ["default"], "level": log_level.upper(), "propagate": False}
+    return config
+
+
 def run_server(settings, store, *, certfile: str | None = None, keyfile: str | None = None,
                log_level: str = "info", announce: str = "serving") -> None:
     """Serve ``create_app(settings, store)`` until interrupted; prints the URL first.
@@ -80,7 +92,7 @@ def run_server(settings, store, *, certfile: str | None = None, keyfile: str | N
     config = uvicorn.Config(app, log_level=log_level, ssl_certfile=certfile, ssl_keyfile=keyfile,
                             server_header=False, lifespan="on", proxy_headers=False,
                             http=protocol_with_timeouts(settings.header_timeout),
-                            timeout_graceful_shutdown=GRACEFUL_SHUTDOWN)
+                            timeout_graceful_shutdown=GRACEFUL_SHUTDOWN, log_config=_log_config(log_level))
     try:
         config.load()  # reads the TLS files now, so a bad one is one line, not a traceback
     except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError

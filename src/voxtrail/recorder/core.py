@@ -10,10 +10,10 @@ from __future__ import annotations
 import atexit
 import logging
 import os
+import random
 import tempfile
 import threading
 import weakref
-from random import getrandbits
 from time import time_ns
 from datetime import datetime, timezone
 from pathlib import Path
@@ -28,6 +28,7 @@ from voxtrail.recorder.spool import SpoolFull, SpoolWriter, SubSpool, UntrustedP
 from voxtrail.recorder.stats import RateLimitedWarning, Stats
 from voxtrail.recorder.transports import Transport
 from voxtrail.transforms.mask import Masker, default_masker
+from voxtrail.transforms.normalize import scrub
 
 log = logging.getLogger("voxtrail.recorder")
 
@@ -47,15 +48,22 @@ def default_spool_dir() -> Path:
     return Path(state) / "voxtrail" / "spool"
 
 
+#: The random bits of request ids: a generator of our own, seeded from the OS and again in a
+#: forked child. Not the random module's: a TTS service seeding it for reproducible sampling
+#: (``random.seed(42)`` before each generation) would make ids repeat, and the store would keep
+#: one event of each repeat, the others counted as duplicates.
+_ids = random.Random()
+os.register_at_fork(after_in_child=_ids.seed)
+
+
 def new_request_id() -> str:
     """A new UUID (version 7: 48 bits of Unix milliseconds, then 74 random bits), as text.
 
     Time-ordered ids land at the end of the database's unique index instead of at random
     pages, and making one costs ~1 µs instead of ``str(uuid.uuid4())``'s ~4 µs. The random
-    bits come from :mod:`random`, which Python reseeds in a forked child; ids need to be
-    unique, not secret.
+    bits come from :data:`_ids`; ids need to be unique, not secret.
     """
-    bits = getrandbits(74)
+    bits = _ids.getrandbits(74)
     value = ((time_ns() // 1_000_000) << 80) | (0x7 << 76) | ((bits >> 62) << 64) | (0b10 << 62) | (bits & _LOW62)
     h = f"{value:032x}"
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
@@ -80,6 +88,59 @@ def _json_default(value: Any) -> Any:
     if isinstance(value, (set, frozenset, tuple)):
         return list(value)
     raise TypeError(f"cannot encode {type(value).__name__} as JSON")
+
+
+def encode_event(event: dict[str, Any]) -> bytes:
+    """The spool payload of an event. Never raises for a value: what JSON (or UTF-8) cannot hold
+    is made to fit (:func:`jsonable`), and the shipper then stores the event or, when a value is
+    not what its field takes, a reject that names it (the service never sees our exception)."""
+    try:
+        return orjson.dumps(event, default=_json_default, option=_DUMPS_OPTIONS)
+    except TypeError:
+        return orjson.dumps(jsonable(event), option=_DUMPS_OPTIONS)
+
+
+#: Nesting past which :func:`jsonable` stops (orjson stops at 255; the store refuses far less).
+_MAX_NESTING = 64
+
+
+def jsonable(value: Any, depth: int = 0) -> Any:
+    """``value`` as plain JSON types: lone surrogates replaced by U+FFFD, keys made strings,
+    integers beyond 64 bits and objects JSON has no type for made strings, cycles and absurd
+    nesting cut. The slow path of :func:`encode_event`, taken only when orjson refuses a value."""
+    if value is None or isinstance(value, (bool, float)):
+        return value
+    if isinstance(value, str):
+        return scrub(value)
+    if isinstance(value, int):
+        return value if -(2**63) <= value < 2**64 else str(value)
+    if isinstance(value, datetime):
+        return value if value.tzinfo is None or _utcoffset_ok(value) else str(value)
+    if depth >= _MAX_NESTING:
+        return _text_of(value)
+    if isinstance(value, Mapping):
+        return {scrub(k) if isinstance(k, str) else _text_of(k): jsonable(v, depth + 1) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return [jsonable(v, depth + 1) for v in value]
+    try:
+        return jsonable(_json_default(value), depth + 1)
+    except Exception:  # noqa: BLE001 - whatever an object's tolist() or fspath() raises
+        return _text_of(value)
+
+
+def _utcoffset_ok(value: datetime) -> bool:
+    try:
+        value.utcoffset()
+    except Exception:  # noqa: BLE001 - a tzinfo of the caller's that fails
+        return False
+    return True
+
+
+def _text_of(value: Any) -> str:
+    try:
+        return scrub(str(value))[:1000]
+    except Exception:  # noqa: BLE001 - an object whose __str__ raises
+        return f"<{type(value).__name__}>"
 
 
 def _transport_factory(db: str | None, url: str | None, token: str | None, redis: str | None, stream: str,
@@ -234,8 +295,11 @@ class Recorder:
 
         Any subset of event fields; ``request_id`` defaults to a new UUID, ``ts`` to now (UTC,
         µs; a naive datetime is taken as UTC), ``status`` to ``success``. An unknown field name
-        raises TypeError. At the spool's bound the event is dropped and counted
-        (``stats()["dropped"]``, a warning), never raising into the service.
+        raises TypeError (a mistake in the code, not in a value). A value is never refused here:
+        one that is not what its field takes becomes a reject with the reason when shipped, and
+        text that UTF-8 cannot hold (a lone surrogate) is stored with U+FFFD in its place. At the
+        spool's bound the event is dropped and counted (``stats()["dropped"]``, a warning),
+        never raising into the service.
         """
         if not fields.keys() <= RECORDABLE:
             check_fields(fields)
@@ -256,10 +320,7 @@ class Recorder:
             event["ts"] = datetime.now(timezone.utc)
         if "status" not in event:
             event["status"] = "success"
-        try:
-            payload = orjson.dumps(event, default=_json_default, option=_DUMPS_OPTIONS)
-        except TypeError as exc:
-            raise TypeError(f"voxtrail: cannot record this event: {exc}") from None
+        payload = encode_event(event)
         if self._pid != os.getpid():
             self._restart_after_fork()
         try:

@@ -15,7 +15,7 @@ import time
 from contextlib import contextmanager
 from contextvars import ContextVar, Token
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator, Mapping
 
 from voxtrail.event import FIELD_NAMES
 from voxtrail.recorder.core import check_fields
@@ -89,19 +89,24 @@ class Generation:
         return False
 
     def _event(self, elapsed_ms: float, exc: BaseException | None) -> dict[str, Any]:
+        """The event to record. Never raises for a value the caller gave: attributes that are not
+        a dict are recorded as given (and become a reject naming them when shipped)."""
         event = dict(self.fields)
         event.setdefault("latency_ms", elapsed_ms)
-        attributes = dict(event.get("attributes") or {})
-        attributes.setdefault("started_at", self._started.isoformat())
+        given = event.get("attributes")
+        attributes = dict(given) if isinstance(given, Mapping) else {} if given is None else None
         extra_stages = {}
         for name, ms in self.stages.items():
             if name in STAGE_FIELDS:
                 event.setdefault(STAGE_FIELDS[name], ms)
             else:
                 extra_stages[name] = ms
-        if extra_stages:
-            attributes["stages_ms"] = {**attributes.get("stages_ms", {}), **extra_stages}
-        event["attributes"] = attributes
+        if attributes is not None:
+            attributes.setdefault("started_at", self._started.isoformat())
+            if extra_stages:
+                stages = attributes.get("stages_ms")
+                attributes["stages_ms"] = {**stages, **extra_stages} if isinstance(stages, Mapping) else extra_stages
+            event["attributes"] = attributes
         if exc is not None:
             event["status"] = "failed"
             event.setdefault("error_type", error_type(exc))

@@ -3,7 +3,8 @@
 Protocol: contract B (``POST /api/v1/events``, bearer token, all-or-nothing batches). The
 collector's answer decides what happens to a batch:
 
-- 200: delivered (duplicates count as delivered: the endpoint is idempotent on request_id);
+- 200: delivered (duplicates count as delivered: the endpoint is idempotent on request_id; events
+  the collector's store quarantined, listed in the answer's ``rejects``, are its ``tts_rejects``);
 - 401/403 (token missing, wrong or revoked), 429, 5xx, no answer: :class:`Retry`, with backoff;
   the events wait in the spool until the token or the server is fixed;
 - 413: the batch is split in halves and sent again; a single event too large for the collector
@@ -16,15 +17,10 @@ collector's answer decides what happens to a batch:
 from __future__ import annotations
 
 import logging
-import os
-from datetime import datetime, timezone
 from pathlib import Path
 
-import orjson
-
-from voxtrail.recorder.spool import ensure_private_dir
 from voxtrail.redact import mask_url
-from voxtrail.recorder.transports import Delivered, Retry, SpoolBatch
+from voxtrail.recorder.transports import Delivered, Retry, SpoolBatch, set_aside
 
 log = logging.getLogger("voxtrail.recorder")
 ENDPOINT = "/api/v1/events"
@@ -60,7 +56,7 @@ class HttpTransport:
         if token:
             headers["Authorization"] = f"Bearer {token}"
         self.client = httpx.Client(headers=headers, timeout=timeout)
-        self.rejected_dir = spool_dir / "rejected"
+        self.spool_dir = spool_dir
         self.max_events: int | None = None  # learnt from 413 answers
 
     def prepare(self, batch: SpoolBatch) -> SpoolBatch:
@@ -78,6 +74,7 @@ class HttpTransport:
                 body = response.json()
                 done.inserted += int(body.get("inserted", 0))
                 done.duplicates += int(body.get("duplicates", 0))
+                done.rejected += int(body.get("rejected", 0))  # quarantined by the collector's store
                 del pending[:size]
             elif status == 413 and size > 1:
                 self.max_events = size // 2
@@ -101,18 +98,7 @@ class HttpTransport:
             raise Retry(f"cannot reach collector {self.shown}: {exc or type(exc).__name__}") from exc
 
     def _reject(self, payloads: list[bytes], reason: str) -> None:
-        """Set refused events aside, with the reason, where an operator can inspect and re-send them."""
-        ensure_private_dir(self.rejected_dir)
-        now = datetime.now(timezone.utc)
-        path = self.rejected_dir / f"rejected-{now:%Y%m%d}.ndjson"
-        lines = b"".join(orjson.dumps({"rejected_at": now.isoformat(), "reason": reason,
-                                       "event": orjson.Fragment(p)}) + b"\n" for p in payloads)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-        try:
-            os.write(fd, lines)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        path = set_aside(self.spool_dir, payloads, reason)
         log.warning("voxtrail: the collector refused %d event(s): %s; kept in %s", len(payloads), reason, path)
 
     def close(self) -> None:

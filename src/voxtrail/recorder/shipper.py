@@ -24,11 +24,15 @@ from pathlib import Path
 
 from voxtrail.recorder.spool import AckFile, Chunk, SpoolWriter, SubSpool, read_frames, segment_name, segment_numbers
 from voxtrail.recorder.stats import Stats
-from voxtrail.recorder.transports import Retry, SpoolBatch, Transport
+from voxtrail.recorder.transports import Retry, SpoolBatch, Transport, set_aside
 
 log = logging.getLogger("voxtrail.recorder")
 
 FIRST_BACKOFF = 0.1
+#: Unexpected failures (not an outage: a transport raising something else than Retry) of the same
+#: batch before the shipper isolates the event causing them: it halves the batch, and sets aside
+#: (spool's rejected/) a single event that still fails. A data error never blocks the spool.
+STRIKES = 3
 
 
 class Drain:
@@ -131,6 +135,9 @@ class Shipper:
         self._delivery = ThreadPoolExecutor(1, thread_name_prefix="voxtrail-delivery")
         self._in_flight: tuple[Drain, Chunk, Future] | None = None
         self._backoff = 0.0
+        self._frames = batch_size  # frames per batch: fewer while isolating an event that fails
+        self._suspect: tuple[str, int, int] | None = None  # the batch failing unexpectedly...
+        self._strikes = 0  # ... and how many times in a row
 
     def start(self) -> None:
         self._adopt()  # before the first record, so that flush() covers what dead processes left
@@ -182,6 +189,7 @@ class Shipper:
 
     def _step(self) -> bool:
         """Prepare the next batch while the previous one is delivered; False when idle."""
+        work = None
         try:
             work = self._next_work()
             prepared = self.transport.prepare(self._batch(*work)) if work else None
@@ -192,7 +200,10 @@ class Shipper:
         except Exception as exc:  # noqa: BLE001 - a bug must not kill the thread: events stay spooled
             log.exception("voxtrail: preparing a batch failed unexpectedly")
             if self._settle_in_flight():
-                self._failed(f"{type(exc).__name__}: {exc}", warn=False)
+                if work is None:  # reading the spool itself failed (its disk): keep trying
+                    self._failed(f"{type(exc).__name__}: {exc}", warn=False)
+                else:
+                    self._unexpected(*work, exc)
             return True
         if not self._settle_in_flight():
             return True  # failed: reading was rewound, what was prepared is dropped
@@ -215,13 +226,39 @@ class Shipper:
             return False
         except Exception as exc:  # noqa: BLE001 - a bug must not kill the thread: events stay spooled
             log.exception("voxtrail: shipping failed unexpectedly")
-            self._failed(f"{type(exc).__name__}: {exc}", warn=False)
+            self._unexpected(drain, chunk, exc)
             return False
         self._backoff = 0.0
+        self._suspect, self._strikes = None, 0
+        self._frames = min(self.batch_size, self._frames * 2)
         self.stats.delivered(len(chunk.payloads), done)  # before commit: flush() sees both together
         drain.commit(chunk)
         self._notify()
         return True
+
+    def _unexpected(self, drain: Drain, chunk: Chunk, exc: Exception) -> None:
+        """A batch failed otherwise than by an outage: try it again a few times, then halve it
+        until the event at fault is alone, and set that one aside with the error as its reason."""
+        message = f"{type(exc).__name__}: {exc}"
+        key = (drain.sub.name, chunk.segment, chunk.offsets[0])
+        self._strikes = self._strikes + 1 if key == self._suspect else 1
+        self._suspect = key
+        if self._strikes >= STRIKES:
+            self._suspect, self._strikes = None, 0
+            if len(chunk.payloads) > 1:
+                self._frames = max(1, len(chunk.payloads) // 2)
+            else:
+                reason = (f"recorder: the {self.transport.name} transport failed {STRIKES} times on this event: "
+                          f"{message}")
+                path = set_aside(self.spool_dir, chunk.payloads, reason)
+                log.warning("voxtrail: set an event aside in %s after %d failures: %s", path, STRIKES, message)
+                self.stats.add(rejected=1)
+                drain.commit(chunk)
+                self._frames = self.batch_size
+        for d in (self.own, *self.orphans):
+            d.rewind()
+        self.stats.failed(message, FIRST_BACKOFF, warn=False)
+        self.stop_event.wait(FIRST_BACKOFF)
 
     def _failed(self, message: str, warn: bool = True) -> None:
         for drain in (self.own, *self.orphans):
@@ -240,14 +277,14 @@ class Shipper:
     def _next_work(self) -> tuple[Drain, Chunk] | None:
         """The next chunk to ship: from adopted sub-spools first (oldest events), then our own."""
         for drain in list(self.orphans):
-            chunk = drain.next_chunk(self.batch_size)
+            chunk = drain.next_chunk(self._frames)
             if chunk is not None:
                 return drain, chunk
             in_flight = self._in_flight is not None and self._in_flight[0] is drain
             if not in_flight and drain.empty():
                 drain.sub.remove()
                 self.orphans.remove(drain)
-        chunk = self.own.next_chunk(self.batch_size)
+        chunk = self.own.next_chunk(self._frames)
         self.stats.set(spooled_bytes=self.own.writer.spooled_bytes)
         self._notify()
         return (self.own, chunk) if chunk is not None else None

@@ -2,23 +2,31 @@
 
 A transport's ``prepare(batch)`` does the CPU work (in the shipper thread) and ``deliver(prepared)``
 the I/O (in the delivery thread, overlapping the next ``prepare``). ``deliver`` either delivers
-the whole batch (returning what happened) or raises :class:`Retry`: the shipper keeps the events spooled and tries again later with backoff.
-Only the HTTP transport can be told "never" by its server (a 4xx naming a bad event); it sets
-those events aside in ``rejected/`` itself (see :mod:`voxtrail.recorder.http`), so a batch can
-never block the spool forever and nothing is dropped silently.
+the whole batch (returning what happened) or raises :class:`Retry`: the shipper keeps the events
+spooled and tries again later with backoff. :class:`Retry` means an *outage* (the destination is
+down, overloaded, unauthorised), never a bad value: an event the destination will never take is
+quarantined, not retried. The store turns such events into rejects (``tts_rejects``) itself; the
+HTTP transport sets those its server refuses (a 4xx naming the event) aside in ``rejected/``
+(:func:`set_aside`, :mod:`voxtrail.recorder.http`); and an event on which a transport fails in
+an unexpected way, time after time, is isolated and set aside there by the shipper. So a batch
+can never block the spool forever, and nothing is dropped silently.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any, Protocol
 
 import orjson
 
 from voxtrail.event import EventBatch, Reject
 from voxtrail.recorder.columnar import fast_batch
+from voxtrail.recorder.spool import ensure_private_dir
 
 log = logging.getLogger("voxtrail.recorder")
 
@@ -56,6 +64,34 @@ class Transport(Protocol):
     def deliver(self, prepared: Any) -> Delivered: ...
 
     def close(self) -> None: ...
+
+
+def set_aside(spool_dir: Path, payloads: list[bytes], reason: str) -> Path:
+    """Keep events no destination will take, with the reason, where an operator can inspect and
+    re-send them: ``<spool_dir>/rejected/rejected-YYYYMMDD.ndjson``, one JSON object a line
+    (``rejected_at``, ``reason``, ``event``), fsynced before the spool forgets them."""
+    rejected_dir = spool_dir / "rejected"
+    ensure_private_dir(rejected_dir)
+    now = datetime.now(timezone.utc)
+    path = rejected_dir / f"rejected-{now:%Y%m%d}.ndjson"
+    lines = b"".join(orjson.dumps({"rejected_at": now.isoformat(), "reason": reason, "event": _fragment(p)}) + b"\n"
+                     for p in payloads)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    try:
+        os.write(fd, lines)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    return path
+
+
+def _fragment(payload: bytes):
+    """A payload as it is when it is JSON, else as text (a line of the file stays one JSON object)."""
+    try:
+        orjson.loads(payload)
+    except orjson.JSONDecodeError:
+        return payload.decode("utf-8", "backslashreplace")
+    return orjson.Fragment(payload)
 
 
 def decode(batch: SpoolBatch) -> tuple[list, list[Reject]]:
@@ -115,12 +151,13 @@ class DatabaseTransport:
         self._lock = threading.Lock()
 
     def _open(self):
+        from voxtrail.config import ConfigError
         from voxtrail.store import Store, StoreError
 
         if self._store is None:
             try:
                 self._store = Store.open(self.url)
-            except StoreError as exc:
+            except (StoreError, ConfigError) as exc:  # down, or a setting to fix: events wait
                 raise Retry(str(exc)) from exc
         return self._store
 

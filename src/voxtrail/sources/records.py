@@ -25,6 +25,9 @@ import polars as pl
 from voxtrail.event import (
     EMOTION_VECTOR_LABELS, FIELDS_BY_NAME, STATUS_VALUES, STORE_FIELDS, EventBatch, Reject, polars_schema,
 )
+from voxtrail.transforms.normalize import (
+    FLOAT_MAX, INT_MAX, INT_MIN, MAX_EVENT_BYTES, TS_MAX, TS_MIN, Refused, json_text, scrub,
+)
 
 #: Fields that describe where a record came from, and the row hash: the receiver and the store set
 #: them, a record cannot.
@@ -70,9 +73,19 @@ def show(v: Any) -> str:
 
 
 def number(key: str, v: Any) -> float:
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+    """A finite double within :data:`FLOAT_MAX` (what the rollups can add up on every database)."""
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
         raise InvalidEvent(key, f"expected a number, got {show(v)}")
-    return float(v)
+    try:
+        value = float(v)
+    except OverflowError:
+        value = math.inf
+    if not math.isfinite(value):
+        raise InvalidEvent(key, f"expected a finite number (a double), got {show(v)}")
+    if abs(value) > FLOAT_MAX:
+        raise InvalidEvent(key, f"{show(v)} is out of range: at most {FLOAT_MAX:g} in magnitude "
+                                "(the rollups add these up)")
+    return value
 
 
 def convert(key: str, name: str, v: Any) -> Any:
@@ -92,16 +105,31 @@ def convert(key: str, name: str, v: Any) -> Any:
     if kind in ("string", "text"):
         if isinstance(v, bool) or not isinstance(v, (str, int)):
             raise InvalidEvent(key, f"expected a string, got {show(v)}")
-        return str(v)  # numeric user ids and the like are stored as text
+        return scrub(v) if isinstance(v, str) else str(v)  # numeric user ids and the like are stored as text
     if kind == "int":
         if isinstance(v, bool) or not isinstance(v, int):
             raise InvalidEvent(key, f"expected an integer, got {show(v)}")
+        if not INT_MIN <= v <= INT_MAX:
+            raise InvalidEvent(key, f"{show(v)} is out of range: every database stores integers of 64 bits "
+                                    f"({INT_MIN} to {INT_MAX})")
         return v
     if kind == "float":
         return number(key, v)
     if kind == "json":
-        return orjson.dumps(v, default=str).decode()
+        if name == "attributes" and not isinstance(v, Mapping):
+            raise InvalidEvent(key, f"expected a JSON object, got {show(v)}")
+        return stored_json(key, v)
     raise InvalidEvent(key, "unsupported field")
+
+
+def stored_json(key: str, v: Any) -> str:
+    """A JSON column's text for ``v`` (voxtrail.transforms.normalize.json_value says what is cleaned)."""
+    try:
+        return json_text(key, v)
+    except Refused as exc:
+        raise InvalidEvent(key, str(exc).removeprefix(f"{key}: ")) from None
+    except TypeError as exc:  # keys that are not strings, objects orjson cannot write
+        raise InvalidEvent(key, f"cannot be stored as JSON: {exc}") from None
 
 
 def parse_datetime(key: str, v: Any) -> datetime:
@@ -116,9 +144,17 @@ def parse_datetime(key: str, v: Any) -> datetime:
         raise InvalidEvent(key, f"invalid datetime '{v[:60]}'") from None
 
 
-def utc_naive(dt: datetime) -> datetime:
-    """An aware datetime in the store's convention: UTC without tzinfo."""
-    return dt.astimezone(timezone.utc).replace(tzinfo=None)
+def utc_naive(dt: datetime, key: str = "ts") -> datetime:
+    """An aware datetime in the store's convention, UTC without tzinfo, within the years every
+    database stores; raises :class:`InvalidEvent` naming ``key`` otherwise."""
+    try:
+        utc = dt.astimezone(timezone.utc).replace(tzinfo=None)
+    except (OverflowError, ValueError):  # 0001-01-01T00:00:00+01:00 is in the year 0
+        utc = None
+    if utc is None or not TS_MIN <= utc <= TS_MAX:
+        raise InvalidEvent(key, f"{dt.isoformat()} is outside the years {TS_MIN.year} to {TS_MAX.year} in UTC "
+                                "(what every database stores)")
+    return utc
 
 
 def map_fields(
@@ -146,9 +182,11 @@ def map_fields(
             name, conv = aliases[key]
             if name in obj:
                 continue
-            out[name] = conv(v) if conv else v
+            out[name] = conv(v) if conv else v if name == "ts" else convert(key, name, v)
         elif key in FIELDS_BY_NAME and key not in SOURCE_FIELDS:
-            if key == "attributes" and isinstance(v, Mapping):
+            if key == "attributes":
+                if not isinstance(v, Mapping):
+                    raise InvalidEvent(key, f"expected a JSON object, got {show(v)}")
                 extra = {**v, **extra}
             else:
                 out[key] = v if key == "ts" else convert(key, key, v)
@@ -163,10 +201,7 @@ def map_fields(
     if "text_length" not in out and isinstance(obj.get("text_input"), str):
         out["text_length"] = len(obj["text_input"])
     if extra:
-        try:
-            out["attributes"] = orjson.dumps(extra, default=str).decode()
-        except TypeError as exc:  # e.g. keys that are not strings
-            raise InvalidEvent("attributes", f"cannot be stored as JSON: {exc}") from None
+        out["attributes"] = stored_json("attributes", extra)
     return out
 
 
@@ -186,10 +221,18 @@ def event_fields(obj: Mapping[str, Any], *, require_request_id: bool = False,
             raise InvalidEvent("ts", "needs a UTC offset, e.g. '2025-03-01T10:00:00Z' or '2025-03-01T18:00:00+08:00'")
         dt = dt.replace(tzinfo=ZoneInfo(naive_tz))
     out["ts"] = utc_naive(dt)
+    text = 0
     for name, value in out.items():
-        length = FIELDS_BY_NAME[name].length
-        if length is not None and isinstance(value, str) and len(value) > length:
-            raise InvalidEvent(name, f"longer than {length} characters")
+        if isinstance(value, str):
+            length = FIELDS_BY_NAME[name].length
+            if length is not None and len(value) > length:
+                raise InvalidEvent(name, f"longer than {length} characters")
+            text += len(value)
+    # Characters first: only an event that may be that large is encoded to count its bytes.
+    if text * 4 > MAX_EVENT_BYTES and sum(len(v.encode()) for v in out.values()
+                                           if isinstance(v, str)) > MAX_EVENT_BYTES:
+        raise InvalidEvent(None, f"the event has more than {MAX_EVENT_BYTES >> 20} MiB of text: every database "
+                                 "takes at most that in one row")
     if "request_id" in out and not out["request_id"]:
         raise InvalidEvent("request_id", "must not be empty")
     return out

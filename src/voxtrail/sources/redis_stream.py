@@ -21,7 +21,7 @@ from typing import Any
 
 import orjson
 
-from voxtrail.event import Reject
+from voxtrail.event import EventBatch, Reject
 from voxtrail.recorder.columnar import fast_batch
 from voxtrail.recorder.transports import to_event_batch
 from voxtrail.store import Store, StoreError
@@ -58,6 +58,11 @@ def _entry_offset(entry_id: bytes, index: int) -> int:
     return int(ms) * 1_000_000 + int(seq or 0) * 1_000 + min(index, 999)
 
 
+def _entry_excerpt(fields: dict | None) -> bytes:
+    return orjson.dumps({k.decode(errors="replace"): v.decode(errors="replace")
+                         for k, v in (fields or {}).items()})[:200]
+
+
 def entries_to_batch(entries: list[tuple[bytes, dict]], chain=None):
     """Stream entries -> an EventBatch (source ``redis``) transformed by ``chain`` (default:
     ``default_chain()``); undecodable lines become rejects.
@@ -76,8 +81,7 @@ def entries_to_batch(entries: list[tuple[bytes, dict]], chain=None):
         data = fields.get(FIELD) if fields else None
         if data is None:
             bad.append(Reject(_entry_offset(entry_id, 0), f"redis: entry {entry_id.decode()} has no 'events' field",
-                              orjson.dumps({k.decode(errors="replace"): v.decode(errors="replace")
-                                            for k, v in (fields or {}).items()})[:200]))
+                              _entry_excerpt(fields)))
             continue
         for i, line in enumerate(data.split(b"\n")):
             if not line.strip():
@@ -178,8 +182,21 @@ class StreamCollector:
         return [(eid, f) for eid, f in entries if f]
 
     def _process(self, entries: list) -> int:
-        batch = entries_to_batch(entries, self.chain)
-        result = self.store.write(batch, stream_id=f"redis:{self.stream}")
+        try:
+            batch = entries_to_batch(entries, self.chain)
+            result = self.store.write(batch, stream_id=f"redis:{self.stream}")
+        except StoreError:
+            raise  # an outage: run() retries with backoff, the entries stay pending
+        except Exception as exc:  # noqa: BLE001 - not an outage: a value nothing above foresaw, or a bug
+            if len(entries) > 1:
+                log.exception("voxtrail collect: a batch of %d entries failed; taking them one by one", len(entries))
+                return sum(self._process([entry]) for entry in entries)
+            entry_id, fields = entries[0]
+            log.exception("voxtrail collect: entry %s cannot be stored; kept in tts_rejects", entry_id.decode())
+            batch = EventBatch.empty()
+            batch.rejects = [Reject(_entry_offset(entry_id, 0), f"redis: entry {entry_id.decode()} could not be "
+                                    f"stored: {type(exc).__name__}: {exc}", _entry_excerpt(fields))]
+            result = self.store.write(batch, stream_id=f"redis:{self.stream}")
         ids = [eid for eid, _ in entries]
         pipe = self.client.pipeline(transaction=True)
         pipe.xack(self.stream, self.group, *ids)

@@ -19,6 +19,7 @@ import polars as pl
 import sqlalchemy as sa
 
 from voxtrail.event import FIELD_NAMES, FIELDS_BY_NAME, EventBatch, polars_schema, unknown_fields
+from voxtrail.transforms.normalize import Refusals, check
 
 #: Text format of timestamps for SQLite (what SQLAlchemy's DateTime writes and reads back) and
 #: for MySQL/PostgreSQL literals and COPY.
@@ -114,11 +115,14 @@ def _constant(name: str, value: Any) -> Any:
     return value
 
 
-def prepare(batch: EventBatch) -> PreparedBatch:
-    """Check names, types and string lengths; fail before the database sees anything.
+def prepare(batch: EventBatch) -> tuple[PreparedBatch, Refusals]:
+    """The batch in FIELDS order and event dtypes, cleaned and checked before the database sees
+    anything, and (reject, request_id) for each event no database could store as it is.
 
-    Lengths are checked here because SQLite would store an over-long value that PostgreSQL and
-    MySQL refuse: the same batch must have the same fate on every database.
+    Every event must have the same fate on every database (SQLite would store an over-long
+    value that PostgreSQL and MySQL refuse, PostgreSQL refuses a NUL the others keep):
+    :func:`voxtrail.transforms.normalize.check` decides it, per event. A batch whose columns are
+    not event fields is a programming error (ValueError), not a data error.
     """
     frame = batch.frame
     names = [*frame.columns, *batch.constants]
@@ -134,15 +138,10 @@ def prepare(batch: EventBatch) -> PreparedBatch:
             frame = frame.with_columns(pl.col(name).dt.convert_time_zone("UTC").dt.replace_time_zone(None))
     ordered = [n for n in FIELD_NAMES if n in frame.columns]
     frame = frame.select(ordered).cast(polars_schema(ordered))
-    for name in ordered:
-        length = FIELDS_BY_NAME[name].length
-        if length is not None and frame.height:
-            longest = frame[name].str.len_chars().max()
-            if longest is not None and longest > length:
-                raise ValueError(f"field {name!r} holds a value of {longest} characters; the column takes {length}")
     constants = {n: _constant(n, batch.constants[n]) for n in FIELD_NAMES if n in batch.constants}
     for name, value in constants.items():
         length = FIELDS_BY_NAME[name].length
         if length is not None and isinstance(value, str) and len(value) > length:
             raise ValueError(f"constant {name!r} has {len(value)} characters; the column takes {length}")
-    return PreparedBatch(frame, constants)
+    frame, constants, refused = check(frame, constants)
+    return PreparedBatch(frame, constants), refused

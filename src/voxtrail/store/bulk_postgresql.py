@@ -47,7 +47,7 @@ class PostgreSQLWriter(EncodeNothing):
 
     def _copy_direct(self, conn: sa.Connection, batch: PreparedBatch) -> bool:
         """COPY the batch into tts_events; False (and nothing inserted) if a request_id exists."""
-        frame = self._clean(batch.frame.sort("request_id") if "request_id" in batch.columns else batch.frame)
+        frame = batch.frame.sort("request_id") if "request_id" in batch.columns else batch.frame
         if batch.constants:
             frame = frame.with_columns(pl.lit(v).alias(n) for n, v in batch.constants.items())
         raw = conn.connection.driver_connection
@@ -83,7 +83,7 @@ class PostgreSQLWriter(EncodeNothing):
                 f"CREATE TEMP TABLE IF NOT EXISTS {stage} "
                 f"({', '.join(f'{_q(c)} {types[c]}' for c in cols)}) ON COMMIT DELETE ROWS"
             )
-            self._copy(cur, stage, self._clean(batch.frame))
+            self._copy(cur, stage, batch.frame)
             consts = list(batch.constants)
             targets = ", ".join(_q(c) for c in [*cols, *consts])
             select = ", ".join([*(_q(c) for c in cols), *(f"CAST(%s AS {types[c]})" for c in consts)])
@@ -96,12 +96,6 @@ class PostgreSQLWriter(EncodeNothing):
             inserted = cur.rowcount
             cur.execute(f"TRUNCATE {stage}")  # a second write in this transaction starts empty
         return inserted
-
-    @staticmethod
-    def _clean(frame: pl.DataFrame) -> pl.DataFrame:
-        # PostgreSQL text cannot hold NUL at all; U+FFFD keeps the rest of the value.
-        text = [n for n, t in frame.schema.items() if t == pl.Utf8]
-        return frame.with_columns(pl.col(text).str.replace_all("\x00", "\ufffd", literal=True)) if text else frame
 
 
 WRITER = PostgreSQLWriter()

@@ -19,6 +19,7 @@ is marked purged and still chains. See docs/integrity.md.
 from __future__ import annotations
 
 import hashlib
+import re
 import uuid
 from dataclasses import dataclass
 from functools import lru_cache
@@ -42,13 +43,43 @@ SEP = "\x1f"
 _PREV = "p"  # marks the previous row's request_id, appended after the content
 
 
-def canonical_json(value: Any) -> str | None:
-    """JSON with sorted keys: PostgreSQL (jsonb) and MySQL (JSON) reorder keys and spaces."""
-    if value is None:
-        return None
-    if isinstance(value, (str, bytes)):
-        value = orjson.loads(value)
-    return orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode()
+def canonical_json(text: str | bytes | None) -> str | None:
+    """JSON text with sorted keys: PostgreSQL (jsonb) and MySQL (JSON) reorder keys and spaces.
+
+    At write time a JSON column is the text the store sends; at verify time it is the value the
+    database gives back (:func:`canonical_value`): both give the same text, whatever the value
+    (a JSON string that looks like an object stays a string)."""
+    return None if text is None else canonical_value(orjson.loads(text))
+
+
+def canonical_value(value: Any) -> str:
+    """A decoded JSON value's canonical text (see :func:`canonical_json`).
+
+    Integers beyond 64 bits are taken as doubles: PostgreSQL stores JSON numbers as numeric and
+    gives a whole number written as ``1e+20`` back as the integer 100000000000000000000 (the
+    store writes smaller ones, from 1e16, as integers already: transforms/normalize.py)."""
+    try:
+        text = orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode()
+    except TypeError:  # an integer orjson cannot write (from 2**64)
+        text = ""
+    if not text or _LONG_DIGITS.search(text):  # a value of 19 or more digits: maybe such an integer
+        text = orjson.dumps(_as_doubles(value), option=orjson.OPT_SORT_KEYS).decode()
+    return text
+
+
+_LONG_DIGITS = re.compile(r"[0-9]{19}")
+
+
+def _as_doubles(value: Any) -> Any:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int) and not -(2**63) <= value < 2**63:
+        return float(value)
+    if isinstance(value, dict):
+        return {k: _as_doubles(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_as_doubles(v) for v in value]
+    return value
 
 
 #: Stands for NULL (and for a field the batch does not carry). Only a value that is exactly one NUL

@@ -15,6 +15,7 @@ from sqlalchemy.dialects import mysql, postgresql, sqlite
 
 from voxtrail.event import Reject
 from voxtrail.store.schema import import_checkpoints, tts_rejects
+from voxtrail.transforms.normalize import scrub
 
 _INSERTS = {"sqlite": sqlite.insert, "postgresql": postgresql.insert, "mysql": mysql.insert}
 
@@ -69,6 +70,11 @@ def excerpt_text(excerpt: bytes) -> str:
     return excerpt.decode("utf-8", "backslashreplace").replace("\x00", "\\x00")
 
 
+def reason_text(reason: str) -> str:
+    """A reject's reason as every database stores it: it may quote the refused value."""
+    return scrub(reason).replace("\x00", "\\x00")
+
+
 def save_rejects(
     conn: sa.Connection, dialect: str, rejects: Sequence[Reject], stream_id: str, source_file: str | None
 ) -> None:
@@ -77,7 +83,7 @@ def save_rejects(
     now = _utcnow()
     rows = [
         {"stream_id": stream_id, "source_file": source_file, "source_offset": r.offset,
-         "reason": r.reason, "excerpt": excerpt_text(r.excerpt), "created_at": now}
+         "reason": reason_text(r.reason), "excerpt": excerpt_text(r.excerpt), "created_at": now}
         for r in rejects
     ]
     stmt = _INSERTS[dialect](tts_rejects)

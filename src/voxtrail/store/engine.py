@@ -230,6 +230,34 @@ def make_engine(u: URL, dialect: str, pool_timeout: float | None = None) -> sa.E
     return engine
 
 
+#: SQLSTATE classes of a statement refused for the values it carries: 22 data exception (NUL in
+#: text, a malformed JSON escape, a value out of range), 23 integrity constraint violation (NOT NULL,
+#: CHECK), 54 program limit exceeded (JSON nested too deep, a value too large for an index).
+_DATA_SQLSTATE_CLASSES = ("22", "23", "54")
+#: MySQL/MariaDB error codes that say the same but which PyMySQL raises as OperationalError or
+#: InternalError: incorrect datetime (1292), invalid character string (1300), packet too large for
+#: one row (1153, 1301), CHECK / JSON_VALID failed (3819 MySQL, 4025 MariaDB), invalid JSON (3140,
+#: 3141, 3146), JSON too deep (3157), value out of range (1690), wrong value for a type (1411).
+_MYSQL_DATA_CODES = frozenset({1153, 1292, 1300, 1301, 1411, 1690, 3140, 3141, 3146, 3157, 3819, 4025})
+
+
+def is_data_error(exc: BaseException) -> bool:
+    """True when the database (or its driver) refused a statement for the values it carries, which
+    sending it again cannot change; False for an outage (unreachable, locked, out of disk), which
+    retrying can. Callers quarantine the former and retry the latter."""
+    orig = getattr(exc, "orig", None) or exc
+    if isinstance(orig, (UnicodeError, OverflowError)):  # a driver encoding a value (a datetime, a str)
+        return True
+    sqlstate = getattr(orig, "sqlstate", None)
+    if isinstance(sqlstate, str) and len(sqlstate) == 5:
+        return sqlstate[:2] in _DATA_SQLSTATE_CLASSES
+    args = getattr(orig, "args", ())
+    if args and isinstance(args[0], int) and type(orig).__module__.startswith("pymysql"):
+        return args[0] in _MYSQL_DATA_CODES or type(orig).__name__ in ("DataError", "IntegrityError")
+    # psycopg refusing a value before sending it (NUL in a string) has no SQLSTATE; sqlite3 has none.
+    return type(orig).__name__ in ("DataError", "IntegrityError")
+
+
 def first_line(exc: BaseException) -> str:
     """The driver's own message, first line only (psycopg adds multi-line detail)."""
     orig = getattr(exc, "orig", None) or exc

@@ -82,6 +82,28 @@ class Retention:
         return Cutoffs(now - self.audit if self.audit else None, now - self.operations if self.operations else None)
 
 
+def age_text(age: timedelta) -> str:
+    """An age as the settings spell it: 180d, 36h (or, below an hour, seconds)."""
+    seconds = age.total_seconds()
+    hours = int(seconds // 3600)
+    if hours * 3600 != seconds or not hours:
+        return f"{seconds:g}s"
+    return f"{hours // 24}d" if hours % 24 == 0 else f"{hours}h"
+
+
+def past_retention_note(count: int, retention: "Retention | None") -> str:
+    """What import and ingest say about events stored older than the retention ages."""
+    ages = ""
+    if retention is not None:
+        parts = [f"{name} {age_text(age)}" for name, age in (("audit", retention.audit),
+                                                             ("operations", retention.operations)) if age]
+        ages = f" ({', '.join(parts)})" if parts else ""
+    return (f"{count:,} event{'s are' if count != 1 else ' is'} older than the retention{ages} and will be "
+            "removed by the next purge ('voxtrail serve' purges a minute after it starts, then daily); "
+            "to keep them, set [retention] audit/operations (or VOXTRAIL_RETENTION_AUDIT / "
+            "VOXTRAIL_RETENTION_OPERATIONS) to a longer age or \"off\" before serving; docs/retention.md")
+
+
 @dataclass(frozen=True)
 class Cutoffs:
     """Events strictly older than these (UTC-naive) go; None keeps that kind forever."""

@@ -223,8 +223,11 @@ class _Walker:
         return True
 
     def _stream(self, after_id: int) -> Iterator[dict]:
+        # JSON columns are read as text and decoded here: a value the driver cannot decode (written
+        # behind voxtrail's back) is a changed row, not a crash.
         columns = [tts_events.c.id, tts_events.c.row_hash,
-                   *(tts_events.c[name] for name in chain.CONTENT_FIELDS)]
+                   *(sa.cast(tts_events.c[name], sa.Text).label(name) if FIELDS_BY_NAME[name].kind == "json"
+                     else tts_events.c[name] for name in chain.CONTENT_FIELDS)]
         cursor = after_id
         while True:
             rows = self.conn.execute(
@@ -242,7 +245,7 @@ class _Walker:
         columns: dict[str, list] = {n: [r[i] for r in rows] for i, n in enumerate(names)}
         for name in chain.CONTENT_FIELDS:
             if FIELDS_BY_NAME[name].kind == "json":
-                columns[name] = [chain.canonical_json(v) for v in columns[name]]
+                columns[name] = [_stored_json(v) for v in columns[name]]
         schema = {"id": pl.Int64, "row_hash": pl.Utf8, **polars_schema(chain.CONTENT_FIELDS)}
         frame = pl.DataFrame(columns, schema=schema)
         frame = self._decrypt(frame)
@@ -264,6 +267,21 @@ class _Walker:
         except DecryptionError as exc:
             # A ciphertext that does not authenticate was altered (or moved from another row).
             raise _Tampered(str(exc)) from exc
+
+
+#: A JSON column's stand-in content when its text is not JSON (itself JSON, as the content is
+#: canonicalised again): no row hash matches it, as the store never writes a NUL.
+_NOT_JSON = '"\\u0000 the stored text is not JSON"'
+
+
+def _stored_json(text: str | None) -> str | None:
+    """The canonical text of a JSON column as read back (chain.canonical_json)."""
+    if text is None:
+        return None
+    try:
+        return chain.canonical_json(text)
+    except orjson.JSONDecodeError:
+        return _NOT_JSON
 
 
 class _Tampered(VerifyError):

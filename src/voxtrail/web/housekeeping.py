@@ -1,6 +1,7 @@
 """Work ``voxtrail serve`` does on a schedule: retention (``voxtrail purge``) once a day.
 
-The purge runs in a worker thread, batch by batch, so requests keep being served; a failure is
+The purge runs in a worker thread, batch by batch, so requests keep being served; every run is
+logged with its counts (what it deleted, or that there was nothing to delete); a failure is
 logged and retried at the next run, never fatal to the server.
 """
 
@@ -26,10 +27,9 @@ async def purge_periodically(store: Store, retention: purge.Retention, every: ti
         except StoreError as exc:
             log.warning("retention purge failed, next try in %s: %s", every, exc)
             continue
-        if result.events or result.rejects:
-            from voxtrail.cli.purge_cmd import describe
+        from voxtrail.cli.purge_cmd import describe
 
-            log.info("retention: %s", describe(result, store.display_url))
+        log.info("retention: %s; next run in %s", describe(result, store.display_url), purge.age_text(every))
 
 
 def purge_once(store: Store, retention: purge.Retention) -> purge.PurgeResult:

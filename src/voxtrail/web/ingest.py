@@ -3,9 +3,12 @@
 Wire protocol (contract B, docs/serve.md): ``Authorization: Bearer <token with scope ingest>``;
 body ``application/json`` (an array of event objects, or one object) or
 ``application/x-ndjson`` (one object a line); keys are event field names, ``ts`` is ISO-8601
-with an offset, ``request_id`` is required. A batch is all or nothing: the first invalid event
-answers 400 naming its index and field, and nothing of the batch is stored. Posting the same
-batch again stores nothing new (``request_id`` is unique), so clients simply retry.
+with an offset, ``request_id`` is required. An invalid event (the client's mistake) fails the
+batch: the first one answers 400 naming its index and field, and nothing of the batch is stored.
+An event that is valid but that the store will not keep (older than what retention already
+purged, or refused by the database itself) is quarantined in ``tts_rejects``, each its own
+reject, and the 200 answer lists it with the reason; only an unreachable database answers 503.
+Posting the same batch again stores nothing new (``request_id`` is unique), so clients simply retry.
 """
 
 from __future__ import annotations
@@ -21,7 +24,9 @@ from fastapi.responses import JSONResponse
 from voxtrail.sources.records import InvalidEvent, batch_from_objects
 from voxtrail.store import StoreError
 from voxtrail.store.accounts import Token
+from voxtrail.store.purge import past_retention_note
 from voxtrail.transforms import apply, default_chain
+from voxtrail.transforms.normalize import reject_offset
 from voxtrail.web.auth import require_token
 
 router = APIRouter()
@@ -30,6 +35,8 @@ log = logging.getLogger("voxtrail.web.ingest")
 JSON_TYPES = ("application/json",)
 NDJSON_TYPES = ("application/x-ndjson", "application/ndjson", "application/jsonl", "application/x-jsonlines")
 RETRY_AFTER_SECONDS = 5
+#: tts_rejects.stream_id of what ingest quarantines (each keyed by its request_id).
+STREAM_ID = "http"
 
 
 class BadBody(Exception):
@@ -87,23 +94,49 @@ def decode_objects(body: bytes, kind: str) -> list[Any]:
     return objects
 
 
-def store_objects(request: Request, body: bytes, kind: str) -> dict[str, int]:
+def store_objects(request: Request, body: bytes, kind: str) -> dict[str, Any]:
     """Parse, validate, transform and store: CPU and database work, run off the event loop."""
     objects = decode_objects(body, kind)
     try:
         batch = batch_from_objects(objects, source="http", on_invalid="raise", require_request_id=True)
     except InvalidEvent as exc:
         raise BadBody(400, f"event {exc.index}: {exc}", event=exc.index, field=exc.field) from None
-    batch = apply(default_chain(request.app.state.store.settings), batch)
+    store = request.app.state.store
+    batch = apply(default_chain(store.settings), batch)
+    index = _positions(objects)
     if batch.rejects:  # a transform refused an event: all or nothing, the client must fix it
-        raise BadBody(400, batch.rejects[0].reason)
+        reject = batch.rejects[0]
+        position = index.get(reject.offset)
+        raise BadBody(400, f"event {position}: {reject.reason}" if position is not None else reject.reason,
+                      event=position)
     try:
-        result = request.app.state.store.write(batch)
+        result = store.write(batch, stream_id=STREAM_ID)
     except StoreError as exc:
         log.warning("ingest refused with 503: %s", exc)
         raise BadBody(503, "the database is unavailable; retry later",
                       headers={"Retry-After": str(RETRY_AFTER_SECONDS)}) from None
-    return {"received": len(objects), "inserted": result.inserted, "duplicates": result.duplicates}
+    answer: dict[str, Any] = {"received": len(objects), "inserted": result.inserted,
+                              "duplicates": result.duplicates, "rejected": result.rejected}
+    if result.refused:
+        answer["rejects"] = [{"event": index.get(reject_offset({"request_id": rid})), "request_id": rid,
+                              "reason": reason} for rid, reason in result.refused]
+        log.warning("ingest: %d event(s) quarantined in tts_rejects, e.g. %s: %s", len(result.refused),
+                    *result.refused[0])
+    if result.past_retention:
+        answer["past_retention"] = result.past_retention
+        answer["note"] = past_retention_note(result.past_retention, store.retention)
+        log.warning("ingest: %s", answer["note"])
+    return answer
+
+
+def _positions(objects: list[Any]) -> dict[int, int]:
+    """Reject offset (transforms/normalize.py: derived from the request_id) -> the event's position."""
+    out: dict[int, int] = {}
+    for i, obj in enumerate(objects):
+        rid = obj.get("request_id") if isinstance(obj, dict) else None
+        if isinstance(rid, (str, int)) and not isinstance(rid, bool):
+            out.setdefault(reject_offset({"request_id": str(rid)}), i)
+    return out
 
 
 @router.post("/api/v1/events")

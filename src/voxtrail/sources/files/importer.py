@@ -51,6 +51,7 @@ class FileResult:
     rejected: int = 0
     skipped: int = 0
     bytes_read: int = 0
+    past_retention: int = 0  # stored, but older than the retention: the next purge removes them
 
 
 @dataclass
@@ -67,6 +68,7 @@ class Summary:
             "duplicates": self.total("duplicates"),
             "rejected": self.total("rejected"),
             "skipped_lines": self.total("skipped"),
+            "past_retention": self.total("past_retention"),
             "bytes": self.total("bytes_read"),
             "seconds": round(self.seconds, 3),
             "errors": [{"path": f.path, "message": f.message} for f in self.files if f.status == "error"],
@@ -234,6 +236,7 @@ class Importer:
                 result.imported += written.inserted
                 result.duplicates += written.duplicates
                 result.rejected += written.rejected
+                result.past_retention += written.past_retention
                 result.skipped += skipped
                 result.bytes_read += advanced
                 self.progress(advanced)

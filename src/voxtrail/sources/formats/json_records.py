@@ -22,12 +22,16 @@ import polars as pl
 from voxtrail.event import EventBatch, Reject, polars_schema
 from voxtrail.sources.formats import EXCERPT_BYTES, Chunk, ParseContext, ParseResult, request_ids, to_utc
 from voxtrail.sources.records import InvalidEvent, map_fields, number, parse_datetime, show, utc_naive
+from voxtrail.transforms.normalize import FLOAT_MAX, TS_MAX, TS_MIN
 
 BOM = b"\xef\xbb\xbf"
 
 
 def _seconds_to_ms(v: Any) -> float:
-    return number("duration", v) * 1000.0
+    ms = number("duration", v) * 1000.0
+    if abs(ms) > FLOAT_MAX:
+        raise InvalidEvent("duration", f"{show(v)} seconds is out of range in milliseconds")
+    return ms
 
 
 def _success(v: Any) -> str:
@@ -42,8 +46,11 @@ def _datetime(key: str, v: Any) -> tuple[datetime | None, datetime | None]:
         raise InvalidEvent(key, f"invalid datetime {show(v)}")
     dt = parse_datetime(key, v)
     if dt.tzinfo is None:
+        if not TS_MIN <= dt <= TS_MAX:
+            raise InvalidEvent(key, f"{v[:40]} is outside the years {TS_MIN.year} to {TS_MAX.year} "
+                                    "(what every database stores)")
         return dt, None
-    return None, utc_naive(dt)
+    return None, utc_naive(dt, key)
 
 
 class JsonRecords:
@@ -103,7 +110,8 @@ class JsonRecords:
         return ParseResult(batch, chunk.end, skipped)
 
     def _frame(self, rows: list[dict[str, Any]], ctx: ParseContext) -> pl.DataFrame:
-        names = [n for n in polars_schema() if n != "ts" and any(n in r for r in rows)]
+        # The required fields are columns even of a chunk with no event (only blank or bad lines).
+        names = [n for n in polars_schema() if n != "ts" and (n == "status" or any(n in r for r in rows))]
         names = ["source_offset"] + [n for n in names if n != "source_offset"]
         schema = {**polars_schema(names), "ts_local": pl.Datetime("us"), "ts_utc": pl.Datetime("us")}
         columns = {n: [r.get(n) for r in rows] for n in schema}
