@@ -217,3 +217,21 @@ def test_configured_mask_patterns_are_not_exponential(pattern):
     masker = configured(pattern)
     text = "a" * 26 + "!"
     assert cpu_seconds(lambda: masker.mask_text(text), 0.05) < 0.05
+
+
+@pytest.mark.parametrize("value", [lambda n: "1" + " " * n + "x", lambda n: "1" * n + " " * n + "dx"])
+def test_ages_are_parsed_in_linear_time(value):
+    """Ages come from flags, variables and the TOML file: a pasted value of any length is one
+    error line, quickly (two runs of spaces around an optional unit were quadratic)."""
+    from voxtrail.config import ConfigError
+    from voxtrail.store.purge import parse_age
+
+    def make(n: int):
+        text = value(n)
+
+        def run():
+            with pytest.raises(ConfigError):
+                parse_age(text, "--audit")
+        return run
+
+    assert_linear(make)

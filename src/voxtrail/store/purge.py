@@ -33,7 +33,8 @@ from voxtrail.store.schema import chain_gaps, chain_links, tts_events, tts_rejec
 DEFAULT_AUDIT = "180d"
 DEFAULT_OPERATIONS = "90d"
 #: ASCII digits only: ``\d`` would also take other scripts' digits.
-_AGE = re.compile(r"^\s*([0-9]+)\s*(d|w|h)?\s*$", re.ASCII | re.IGNORECASE)
+#: Read after strip(): one run of spaces at most, so no two quantifiers share characters (linear).
+_AGE = re.compile(r"^([0-9]+)\s*([dwh])?$", re.ASCII | re.IGNORECASE)
 _UNIT = {"h": timedelta(hours=1), "d": timedelta(days=1), "w": timedelta(weeks=1), None: timedelta(days=1)}
 _FOREVER = ("off", "never", "0", "forever")
 #: The longest age: a century. Keeping data longer is "off", not a number of days.
